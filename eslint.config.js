@@ -1,0 +1,51 @@
+// Lint: typescript-eslint strict + layering rules (engine → nbd → csi → k8s import downward only).
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+const layer = (name, forbidden) => ({
+  files: [`src/${name}/**/*.ts`],
+  rules: {
+    'no-restricted-imports': [
+      'error',
+      {
+        patterns: forbidden.map((f) => ({
+          group: [`**/${f}/*`, `../${f}/*`, `../../${f}/*`],
+          message: `src/${name} must not import from src/${f} (layers import downward only: engine → nbd → csi → k8s)`,
+        })),
+        paths: ['@grpc/grpc-js', '@grpc/proto-loader', '@kubernetes/client-node']
+          .filter((p) => (name === 'engine' || name === 'nbd') || (name === 'csi' && p === '@kubernetes/client-node'))
+          .map((p) => ({ name: p, message: `src/${name} must not depend on ${p}` })),
+      },
+    ],
+  },
+});
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', 'src/csi/generated/**', '.cache/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.strict,
+  {
+    languageOptions: { parserOptions: { ecmaVersion: 2022, sourceType: 'module' } },
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_' }],
+      'no-restricted-properties': [
+        'error',
+        { object: 'describe', property: 'only', message: 'focused tests must not land' },
+        { object: 'it', property: 'only', message: 'focused tests must not land' },
+        { object: 'test', property: 'only', message: 'focused tests must not land' },
+      ],
+    },
+  },
+  layer('engine', ['nbd', 'csi', 'k8s']),
+  layer('nbd', ['csi', 'k8s']),
+  layer('csi', ['k8s']),
+  {
+    files: ['src/**/*.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        { selector: "CallExpression[callee.object.name='process'][callee.property.name='exit']", message: 'only cmd/ may exit the process' },
+      ],
+    },
+  },
+);
