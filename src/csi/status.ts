@@ -1,0 +1,82 @@
+/**
+ * The one place where errors become gRPC status codes. Every domain error (EngineError from
+ * src/engine/errors.ts, CsiError from ./errors.ts) is matched by its string `code` through
+ * STATUS_BY_CODE; messages are never parsed. The table is typed as a Record over both code unions,
+ * so adding a code to either without mapping it here fails the type check.
+ *
+ * Anything else becomes INTERNAL, except an error that already carries a numeric gRPC status
+ * (e.g. a ServiceError from a nested gRPC client call), which passes through, and an AbortError
+ * caused by the client cancelling, which becomes CANCELLED.
+ */
+import { status } from '@grpc/grpc-js';
+import type { ErrorCode as EngineErrorCode } from '../engine/errors.js';
+import type { CsiErrorCode } from './errors.js';
+
+export type DomainErrorCode = EngineErrorCode | CsiErrorCode;
+
+/** Domain error code → gRPC status code. */
+export const STATUS_BY_CODE: Readonly<Record<DomainErrorCode, status>> = Object.freeze({
+  // CSI-layer codes (src/csi/errors.ts); those shared with the engine sit here once.
+  INVALID_ARGUMENT: status.INVALID_ARGUMENT,
+  NOT_FOUND: status.NOT_FOUND,
+  ALREADY_EXISTS: status.ALREADY_EXISTS,
+  FAILED_PRECONDITION: status.FAILED_PRECONDITION,
+  RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
+  OUT_OF_RANGE: status.OUT_OF_RANGE,
+  ABORTED: status.ABORTED,
+  UNIMPLEMENTED: status.UNIMPLEMENTED,
+  UNAVAILABLE: status.UNAVAILABLE,
+  INTERNAL: status.INTERNAL,
+  // Engine-only codes (src/engine/errors.ts).
+  VOLUME_NOT_FOUND: status.NOT_FOUND,
+  CHECKPOINT_NOT_FOUND: status.NOT_FOUND,
+  /** Another process holds the volume's lock: an operation is pending, the CO should retry. */
+  LOCKED: status.ABORTED,
+  READ_ONLY: status.FAILED_PRECONDITION,
+  NO_SPACE: status.RESOURCE_EXHAUSTED,
+  IO: status.INTERNAL,
+  CORRUPT: status.INTERNAL,
+  /** The volume is closing (e.g. during shutdown): retryable. */
+  CLOSED: status.UNAVAILABLE,
+});
+
+export interface GrpcStatus {
+  readonly code: status;
+  readonly details: string;
+}
+
+function isDomainErrorCode(code: unknown): code is DomainErrorCode {
+  return typeof code === 'string' && Object.hasOwn(STATUS_BY_CODE, code);
+}
+
+function messageOf(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  if (typeof err === 'string') return err;
+  try {
+    return JSON.stringify(err) ?? String(err);
+  } catch {
+    return String(err);
+  }
+}
+
+/** Maps any thrown value to the gRPC status sent to the client. Never throws. */
+export function toGrpcStatus(err: unknown): GrpcStatus {
+  if (typeof err === 'object' && err !== null) {
+    const { code, details, name } = err as { code?: unknown; details?: unknown; name?: unknown };
+    if (isDomainErrorCode(code)) {
+      return { code: STATUS_BY_CODE[code], details: messageOf(err) };
+    }
+    if (typeof code === 'number' && Number.isInteger(code) && code > status.OK && code <= status.UNAUTHENTICATED) {
+      return { code, details: typeof details === 'string' ? details : messageOf(err) };
+    }
+    if (name === 'AbortError') {
+      return { code: status.CANCELLED, details: messageOf(err) };
+    }
+  }
+  return { code: status.INTERNAL, details: `internal error: ${messageOf(err)}` };
+}
+
+/** The name of a gRPC status code, e.g. `NOT_FOUND`, for logs. */
+export function statusName(code: status): string {
+  return status[code] ?? String(code);
+}

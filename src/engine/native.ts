@@ -1,0 +1,82 @@
+/**
+ * The few libc calls Node's fs module lacks, bound through koffi (FFI):
+ * fallocate (punch holes, zero ranges), lseek with SEEK_DATA/SEEK_HOLE (allocation maps) and
+ * flock (one writer per volume; the kernel drops the lock when the process dies, even by SIGKILL).
+ * The calls are synchronous: they are short metadata operations, and only a synchronous call
+ * reads errno reliably (koffi's asynchronous calls lose the worker thread's errno).
+ */
+import { createRequire } from 'node:module';
+import { EngineError, ErrorCode, fromSystemError } from './errors.js';
+
+const require = createRequire(import.meta.url);
+const koffi = require('koffi') as typeof import('koffi');
+
+const libc = koffi.load('libc.so.6');
+const fallocateFn = libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
+const lseekFn = libc.func('int64_t lseek(int fd, int64_t offset, int whence)');
+const flockFn = libc.func('int flock(int fd, int operation)');
+
+const FALLOC_FL_KEEP_SIZE = 0x01;
+const FALLOC_FL_PUNCH_HOLE = 0x02;
+const FALLOC_FL_ZERO_RANGE = 0x10;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+const LOCK_SH = 1;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+
+const errnoNames: Record<number, string> = {
+  5: 'EIO', 11: 'EAGAIN', 22: 'EINVAL', 28: 'ENOSPC', 6: 'ENXIO', 95: 'EOPNOTSUPP', 122: 'EDQUOT', 27: 'EFBIG',
+};
+
+function errnoError(op: string, errno: number): NodeJS.ErrnoException {
+  const code = errnoNames[errno] ?? `E${errno}`;
+  const err = new Error(`${op} failed: ${code}`) as NodeJS.ErrnoException;
+  err.code = code;
+  err.errno = errno;
+  return err;
+}
+
+function check(op: string, res: number | bigint): number {
+  const n = Number(res);
+  if (n >= 0) return n;
+  throw errnoError(op, koffi.errno());
+}
+
+/** Deallocates a range; it then reads as zeros (partial blocks are zeroed by the file system). */
+export function punchHole(fd: number, offset: number, length: number): void {
+  if (length <= 0) return;
+  check('fallocate(PUNCH_HOLE)', fallocateFn(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length));
+}
+
+/** Zeroes a range keeping it allocated (FALLOC_FL_ZERO_RANGE); false when the file system lacks it. */
+export function zeroRange(fd: number, offset: number, length: number): boolean {
+  if (length <= 0) return true;
+  if (Number(fallocateFn(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)) === 0) return true;
+  const errno = koffi.errno();
+  if (errno === 95) return false;
+  throw errnoError('fallocate(ZERO_RANGE)', errno);
+}
+
+/**
+ * The next offset ≥ `offset` holding data (SEEK_DATA) or a hole (SEEK_HOLE); -1 when there is none
+ * (ENXIO: at or past end of file).
+ */
+export function seek(fd: number, offset: number, what: 'data' | 'hole'): number {
+  const res = Number(lseekFn(fd, offset, what === 'data' ? SEEK_DATA : SEEK_HOLE));
+  if (res >= 0) return res;
+  const errno = koffi.errno();
+  if (errno === 6) return -1;
+  throw errnoError('lseek', errno);
+}
+
+/** Takes an advisory lock without waiting; throws EngineError(LOCKED) when another holder has it. */
+export function lockFile(fd: number, mode: 'exclusive' | 'shared', what: string): void {
+  const op = (mode === 'exclusive' ? LOCK_EX : LOCK_SH) | LOCK_NB;
+  if (flockFn(fd, op) === 0) return;
+  const errno = koffi.errno();
+  if (errno === 11) {
+    throw new EngineError(ErrorCode.Locked, `${what} is in use by another process`);
+  }
+  throw fromSystemError(errnoError('flock', errno), what);
+}
