@@ -5,7 +5,11 @@
  */
 import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
+import { registerServeCommand } from './serve-cli.js';
 import { registerVolumeCommands } from './volume-cli.js';
+
+// The data path reads and writes through libuv's thread pool; its default of 4 caps concurrency.
+process.env.UV_THREADPOOL_SIZE ??= '16';
 
 const require = createRequire(import.meta.url);
 const { version } = require('../../package.json') as { version: string };
@@ -17,6 +21,7 @@ const program = new Command('flashcsi')
   .exitOverride();
 
 registerVolumeCommands(program);
+registerServeCommand(program);
 
 try {
   await program.parseAsync(process.argv);

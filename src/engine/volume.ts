@@ -133,6 +133,14 @@ export interface VolumeInfo {
   readonly recovery: { readonly wasDirty: boolean; readonly completed: readonly string[] };
 }
 
+/** A volume whose writes are held (see Volume.freeze). */
+export interface FrozenVolume {
+  createCheckpoint(name: string): Promise<CheckpointResult>;
+  begin(txid: string): Promise<TransactionInfo>;
+  /** Lets writes through again; idempotent. */
+  thaw(): void;
+}
+
 export interface RollbackResult {
   /** Bytes of the volume rewritten to match the checkpoint. */
   readonly restoredBytes: number;
@@ -677,23 +685,68 @@ export class Volume {
    */
   async createCheckpoint(name: string): Promise<CheckpointResult> {
     validateCheckpointName(name);
-    return this.exclusive(async () => {
-      this.checkNameFree(name);
-      const tx = this.meta.tx;
-      if (tx) {
-        const requestedNs = nowNs();
-        await this.persist({ ...this.meta, deferred: [...this.meta.deferred, { name, requestedNs }] });
-        return { state: 'deferred', deferred: { name, requestedAt: new Date(Number(requestedNs / 1_000_000n)), txid: tx.txid } };
-      }
-      const layer = await this.cut(name, 0, (m) => m);
-      return { state: 'created', checkpoint: this.describe(layer) };
+    return this.exclusive(() => this.checkpointOrDefer(name, false));
+  }
+
+  /** Cuts a checkpoint, or records it as deferred while a transaction is open. Holds the mutex. */
+  private async checkpointOrDefer(name: string, frozen: boolean): Promise<CheckpointResult> {
+    this.checkNameFree(name);
+    const tx = this.meta.tx;
+    if (tx) {
+      const requestedNs = nowNs();
+      await this.persist({ ...this.meta, deferred: [...this.meta.deferred, { name, requestedNs }] });
+      return { state: 'deferred', deferred: { name, requestedAt: new Date(Number(requestedNs / 1_000_000n)), txid: tx.txid } };
+    }
+    const layer = await this.cut(name, 0, (m) => m, frozen);
+    return { state: 'created', checkpoint: this.describe(layer) };
+  }
+
+  /**
+   * Quiesces writes and holds them until `thaw()`, so the caller can cut checkpoints (or begin a
+   * transaction) on several volumes at one instant relative to their write streams: freeze all,
+   * cut all, thaw all. Reads continue. Other metadata operations wait until the thaw.
+   */
+  async freeze(): Promise<FrozenVolume> {
+    let frozen!: (f: FrozenVolume) => void;
+    const ready = new Promise<FrozenVolume>((resolve) => {
+      frozen = resolve;
     });
+    let thawed!: () => void;
+    const held = new Promise<void>((resolve) => {
+      thawed = resolve;
+    });
+    const done = this.exclusive(async () => {
+      await this.quiesce('freeze', 'writes');
+      let open = true;
+      const whileFrozen = <T>(fn: () => Promise<T>): Promise<T> => {
+        if (!open) return Promise.reject(new EngineError(ErrorCode.FailedPrecondition, `volume ${this.dir} is no longer frozen`));
+        return fn();
+      };
+      frozen({
+        createCheckpoint: (name) => {
+          validateCheckpointName(name);
+          return whileFrozen(() => this.checkpointOrDefer(name, true));
+        },
+        begin: (txid) => {
+          validateTxid(txid);
+          return whileFrozen(() => this.beginTransaction(txid, true));
+        },
+        thaw: () => {
+          if (!open) return;
+          open = false;
+          this.gate.open();
+          thawed();
+        },
+      });
+      await held;
+    });
+    return Promise.race([ready, done.then(() => ready)]);
   }
 
   /** Cuts a checkpoint with writes quiesced; `amend` adds to the same metadata update. */
-  private async cut(name: string, flags: number, amend: (m: VolumeMeta) => VolumeMeta): Promise<Layer> {
+  private async cut(name: string, flags: number, amend: (m: VolumeMeta) => VolumeMeta, frozen = false): Promise<Layer> {
     const started = process.hrtime.bigint();
-    await this.quiesce('cut', 'writes');
+    if (!frozen) await this.quiesce('cut', 'writes');
     try {
       const id = this.meta.nextCheckpointId;
       const store = await CheckpointStore.create(this.io, path.join(this.dir, storeFileName(id)), id, this.meta.grainShift);
@@ -711,7 +764,7 @@ export class Volume {
         throw err;
       }
     } finally {
-      this.gate.open();
+      if (!frozen) this.gate.open();
     }
   }
 
@@ -863,27 +916,44 @@ export class Volume {
   // ---------------------------------------------------------------- allocation maps
 
   /**
-   * Ranges that may hold data in the live volume (name omitted) or in a checkpoint's image.
-   * Conservative: a range is left out only where no layer holds data for it.
+   * Ranges that may hold data in the live volume (name omitted) or in a checkpoint's image, within
+   * [from, to) (default: the whole image). Conservative: a range is left out only where no layer
+   * holds data for it. Costs O(extents + copied grains), or O(grains in the range) if fewer.
    */
-  async allocated(name?: string): Promise<Extent[]> {
+  async allocated(name?: string, from = 0, to = Number.POSITIVE_INFINITY): Promise<Extent[]> {
     await this.gate.enterRead();
     try {
       this.checkOpen();
-      if (name === undefined) return normalize(await this.baseDataExtents(0, this.meta.size));
+      if (name === undefined) return normalize(await this.baseDataExtents(from, Math.min(to, this.meta.size)));
       const i = this.layerIndex(name);
       const size = this.layerAt(i).rec.size;
+      const end = Math.min(to, size);
+      if (from >= end) return [];
       const G = this.grainSize;
-      const covered = Math.ceil(size / G);
+      const first = Math.floor(from / G);
+      const last = Math.ceil(end / G) - 1;
+      // Which grains of the range a store answers for, and whether with data.
       const resolved = new Map<number, boolean>();
-      for (let k = i; k < this.layers.length; k++) {
-        const store = this.layerAt(k).store;
-        for (const g of store.grains()) if (g < covered && !resolved.has(g)) resolved.set(g, store.hasData(g));
+      const stored = this.layers.slice(i).reduce((n, l) => n + l.store.count, 0);
+      if (last - first + 1 <= stored) {
+        for (let g = first; g <= last; g++) {
+          const holder = this.holder(i, g);
+          if (holder) resolved.set(g, holder.store.hasData(g));
+        }
+      } else {
+        for (let k = i; k < this.layers.length; k++) {
+          const store = this.layerAt(k).store;
+          for (const g of store.grains()) if (g >= first && g <= last && !resolved.has(g)) resolved.set(g, store.hasData(g));
+        }
       }
+      const inRange = (extents: Extent[]): Extent[] =>
+        extents
+          .map((e) => ({ offset: Math.max(e.offset, from), length: Math.min(e.offset + e.length, end) - Math.max(e.offset, from) }))
+          .filter((e) => e.length > 0);
       const overlay = grainExtents(resolved.keys(), G, size);
       const dataGrains = [...resolved].filter(([, hasData]) => hasData).map(([g]) => g);
-      const fromBase = subtract(normalize(await this.baseDataExtents(0, Math.min(size, this.meta.size))), overlay);
-      return normalize([...fromBase, ...grainExtents(dataGrains, G, size)]);
+      const fromBase = subtract(normalize(await this.baseDataExtents(from, Math.min(end, this.meta.size))), overlay);
+      return normalize(inRange([...fromBase, ...grainExtents(dataGrains, G, size)]));
     } finally {
       this.gate.leaveRead();
     }
@@ -962,20 +1032,24 @@ export class Volume {
   /** Begins a transaction: cuts its checkpoint. Idempotent for the same txid. */
   async begin(txid: string): Promise<TransactionInfo> {
     validateTxid(txid);
-    return this.exclusive(async () => {
-      const tx = this.meta.tx;
-      if (tx) {
-        if (tx.txid === txid) return this.transaction() as TransactionInfo;
-        throw new EngineError(ErrorCode.FailedPrecondition, `volume is already in transaction ${tx.txid}`);
-      }
-      const done = this.meta.history.find((h) => h.txid === txid);
-      if (done) throw new EngineError(ErrorCode.FailedPrecondition, `transaction ${txid} already ${outcomeName(done.outcome)}`);
-      await this.cut(`${TX_PREFIX}${txid}`, CheckpointFlag.Internal, (m) => ({
-        ...m,
-        tx: { txid, state: TxState.Open, checkpointId: m.nextCheckpointId - 1 },
-      }));
-      return this.transaction() as TransactionInfo;
-    });
+    return this.exclusive(() => this.beginTransaction(txid, false));
+  }
+
+  private async beginTransaction(txid: string, frozen: boolean): Promise<TransactionInfo> {
+    const tx = this.meta.tx;
+    if (tx) {
+      if (tx.txid === txid) return this.transaction() as TransactionInfo;
+      throw new EngineError(ErrorCode.FailedPrecondition, `volume is already in transaction ${tx.txid}`);
+    }
+    const done = this.meta.history.find((h) => h.txid === txid);
+    if (done) throw new EngineError(ErrorCode.FailedPrecondition, `transaction ${txid} already ${outcomeName(done.outcome)}`);
+    await this.cut(
+      `${TX_PREFIX}${txid}`,
+      CheckpointFlag.Internal,
+      (m) => ({ ...m, tx: { txid, state: TxState.Open, checkpointId: m.nextCheckpointId - 1 } }),
+      frozen,
+    );
+    return this.transaction() as TransactionInfo;
   }
 
   /** Votes yes: makes every write so far durable and records PREPARED durably. Idempotent. */
@@ -1184,6 +1258,37 @@ function finishTransaction(m: VolumeMeta, txid: string, outcome: TxOutcome): Vol
 
 function outcomeName(outcome: TxOutcome): string {
   return outcome === TxOutcome.Committed ? 'committed' : 'aborted';
+}
+
+/** What volume.meta says, read without the volume's lock (the file is only ever replaced whole). */
+export interface VolumeSummary {
+  readonly dir: string;
+  readonly size: number;
+  readonly grainSize: number;
+  readonly checkpoints: ReadonlyArray<{ readonly name: string; readonly id: number; readonly size: number; readonly createdAt: Date; readonly internal: boolean }>;
+  readonly deferred: ReadonlyArray<{ readonly name: string; readonly requestedAt: Date }>;
+  readonly transaction: { readonly txid: string; readonly state: TransactionState } | null;
+  /** An operation a crash interrupted, finished by the next writable open. */
+  readonly pending: 'rollback' | 'delete' | null;
+}
+
+/**
+ * Reads a volume's metadata without opening it: safe while another process serves the volume,
+ * and cheap enough to list every volume on a node.
+ */
+export async function inspectVolume(dir: string, io: FileIO = nodeFileIO): Promise<VolumeSummary> {
+  if (!(await io.exists(path.join(dir, META_FILE)))) throw new EngineError(ErrorCode.VolumeNotFound, `${dir} holds no flashcsi volume`);
+  const meta = await readMeta(io, dir);
+  const ms = (ns: bigint): Date => new Date(Number(ns / 1_000_000n));
+  return {
+    dir,
+    size: meta.size,
+    grainSize: 1 << meta.grainShift,
+    checkpoints: meta.checkpoints.map((c) => ({ name: c.name, id: c.id, size: c.size, createdAt: ms(c.createdNs), internal: (c.flags & CheckpointFlag.Internal) !== 0 })),
+    deferred: meta.deferred.map((d) => ({ name: d.name, requestedAt: ms(d.requestedNs) })),
+    transaction: meta.tx ? { txid: meta.tx.txid, state: txStateNames[meta.tx.state] } : null,
+    pending: meta.pending ? (meta.pending.kind === PendingKind.Rollback ? 'rollback' : 'delete') : null,
+  };
 }
 
 async function readMeta(io: FileIO, dir: string): Promise<VolumeMeta> {

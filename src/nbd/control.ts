@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import type { Volume } from '../engine/index.js';
+import type { FrozenVolume, Volume } from '../engine/index.js';
 import { isEngineError } from '../engine/index.js';
 
 export const SERVE_INFO_FILE = 'serve.json';
@@ -37,7 +37,17 @@ export type ControlRequest =
   | { readonly op: 'allocated'; readonly checkpoint?: string }
   | { readonly op: 'changed'; readonly from: string; readonly to?: string }
   | { readonly op: 'tx.begin' | 'tx.prepare' | 'tx.commit' | 'tx.abort'; readonly txid: string }
-  | { readonly op: 'rollback'; readonly name: string };
+  | { readonly op: 'rollback'; readonly name: string }
+  /** Copies a checkpoint (or a point-in-time image of the live volume) into a new volume at `dest`. */
+  | { readonly op: 'clone'; readonly dest: string; readonly checkpoint?: string }
+  /**
+   * Quiesces and holds the volume's writes until `thaw`, the connection closing, or `timeoutMs`
+   * (default 30 s), whichever comes first; `frozen.*` requests on the same connection act under it.
+   */
+  | { readonly op: 'freeze'; readonly timeoutMs?: number }
+  | { readonly op: 'frozen.checkpoint'; readonly name: string }
+  | { readonly op: 'frozen.begin'; readonly txid: string }
+  | { readonly op: 'thaw' };
 
 export type ControlResponse = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly code: string; readonly message: string };
 
@@ -51,8 +61,48 @@ export class ControlError extends Error {
 
 const MAX_REQUEST_BYTES = 64 * 1024;
 
-async function handle(volume: Volume, req: ControlRequest): Promise<unknown> {
+/** Per-connection state: a freeze belongs to the connection that asked for it. */
+interface Session {
+  frozen: FrozenVolume | null;
+  timer: NodeJS.Timeout | null;
+}
+
+const DEFAULT_FREEZE_MS = 30_000;
+
+function thaw(session: Session): void {
+  if (session.timer) clearTimeout(session.timer);
+  session.timer = null;
+  session.frozen?.thaw();
+  session.frozen = null;
+}
+
+function underFreeze(session: Session): FrozenVolume {
+  if (!session.frozen) throw new ControlError('FAILED_PRECONDITION', 'the volume is not frozen by this connection (freeze first, or it timed out)');
+  return session.frozen;
+}
+
+async function handle(volume: Volume, req: ControlRequest, session: Session): Promise<unknown> {
   switch (req.op) {
+    case 'freeze': {
+      if (session.frozen) throw new ControlError('FAILED_PRECONDITION', 'already frozen by this connection');
+      session.frozen = await volume.freeze();
+      session.timer = setTimeout(() => thaw(session), req.timeoutMs ?? DEFAULT_FREEZE_MS);
+      return { frozen: true };
+    }
+    case 'frozen.checkpoint':
+      return underFreeze(session).createCheckpoint(req.name);
+    case 'frozen.begin':
+      return underFreeze(session).begin(req.txid);
+    case 'thaw':
+      thaw(session);
+      return { frozen: false };
+    case 'clone': {
+      if (typeof req.dest !== 'string' || !path.isAbsolute(req.dest)) throw new ControlError('INVALID_ARGUMENT', 'clone needs an absolute dest');
+      const copy = await volume.clone(req.dest, req.checkpoint === undefined ? {} : { checkpoint: req.checkpoint });
+      const size = copy.size;
+      await copy.close();
+      return { dest: req.dest, size };
+    }
     case 'info':
       return volume.info();
     case 'checkpoint.create':
@@ -98,7 +148,11 @@ export async function startControlServer(volume: Volume, socketPath: string, onR
   const connections = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     connections.add(socket);
-    socket.on('close', () => connections.delete(socket));
+    const session: Session = { frozen: null, timer: null };
+    socket.on('close', () => {
+      connections.delete(socket);
+      thaw(session); // a client that vanishes never leaves the volume frozen
+    });
     socket.on('error', () => socket.destroy());
     const lines = readline.createInterface({ input: socket, crlfDelay: Infinity });
     lines.on('line', (line) => {
@@ -109,7 +163,7 @@ export async function startControlServer(volume: Volume, socketPath: string, onR
           const req = JSON.parse(line) as ControlRequest;
           if (typeof req !== 'object' || req === null || typeof req.op !== 'string') throw new ControlError('INVALID_ARGUMENT', 'request must be a JSON object with an "op"');
           onRequest?.(req);
-          response = { ok: true, result: (await handle(volume, req)) ?? null };
+          response = { ok: true, result: (await handle(volume, req, session)) ?? null };
         } catch (err) {
           const code = err instanceof ControlError || isEngineError(err) ? err.code : err instanceof SyntaxError ? 'INVALID_ARGUMENT' : 'INTERNAL';
           response = { ok: false, code, message: err instanceof Error ? err.message : String(err) };
@@ -158,26 +212,74 @@ export function removeServeInfo(dir: string): void {
   fs.rmSync(path.join(dir, SERVE_INFO_FILE), { force: true });
 }
 
+/**
+ * A connection to a volume's control socket. Requests are answered in order; keep the client
+ * open across `freeze` … `thaw` (closing it thaws).
+ */
+export class ControlClient {
+  private readonly socket: net.Socket;
+  private readonly waiting: Array<{ resolve: (res: ControlResponse) => void; reject: (err: Error) => void }> = [];
+  private failure: ControlError | null = null;
+  private readonly connected: Promise<void>;
+
+  constructor(readonly socketPath: string) {
+    this.socket = net.createConnection(socketPath);
+    this.connected = new Promise((resolve, reject) => {
+      this.socket.once('connect', () => resolve());
+      this.socket.once('error', reject);
+    });
+    this.connected.catch(() => undefined); // reported through fail() and call()
+    this.socket.on('error', (err: NodeJS.ErrnoException) => this.fail(`cannot reach the volume's server at ${socketPath}: ${err.code ?? err.message}`));
+    this.socket.on('close', () => this.fail(`the volume's server at ${socketPath} closed the connection`));
+    readline.createInterface({ input: this.socket, crlfDelay: Infinity }).on('line', (line) => {
+      const next = this.waiting.shift();
+      try {
+        next?.resolve(JSON.parse(line) as ControlResponse);
+      } catch (err) {
+        next?.reject(err as Error);
+      }
+    });
+  }
+
+  private fail(message: string): void {
+    this.failure ??= new ControlError('UNAVAILABLE', message);
+    for (const w of this.waiting.splice(0)) w.reject(this.failure);
+  }
+
+  async call<T>(req: ControlRequest, timeoutMs = 120_000): Promise<T> {
+    if (this.failure) throw this.failure;
+    await this.connected.catch(() => {
+      throw this.failure ?? new ControlError('UNAVAILABLE', `cannot reach ${this.socketPath}`);
+    });
+    const res = await new Promise<ControlResponse>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new ControlError('UNAVAILABLE', `no answer from ${this.socketPath} within ${timeoutMs} ms`)), timeoutMs);
+      this.waiting.push({
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.socket.write(`${JSON.stringify(req)}\n`);
+    });
+    if (res.ok) return res.result as T;
+    throw new ControlError(res.code, res.message);
+  }
+
+  close(): void {
+    this.socket.end();
+  }
+}
+
 /** Sends one request to a control socket and returns its result, or throws a ControlError. */
-export function controlCall<T>(socketPath: string, req: ControlRequest, timeoutMs = 120_000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const socket = net.createConnection(socketPath);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new ControlError('UNAVAILABLE', `no answer from ${socketPath} within ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(new ControlError('UNAVAILABLE', `cannot reach the volume's server at ${socketPath}: ${err.code ?? err.message}`));
-    });
-    socket.write(`${JSON.stringify(req)}\n`);
-    const lines = readline.createInterface({ input: socket, crlfDelay: Infinity });
-    lines.once('line', (line) => {
-      clearTimeout(timer);
-      socket.end();
-      const res = JSON.parse(line) as ControlResponse;
-      if (res.ok) resolve(res.result as T);
-      else reject(new ControlError(res.code, res.message));
-    });
-  });
+export async function controlCall<T>(socketPath: string, req: ControlRequest, timeoutMs = 120_000): Promise<T> {
+  const client = new ControlClient(socketPath);
+  try {
+    return await client.call<T>(req, timeoutMs);
+  } finally {
+    client.close();
+  }
 }

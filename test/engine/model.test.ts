@@ -382,6 +382,12 @@ async function verifyAll(vol: Volume, model: Model, where: string): Promise<void
     assert.ok(image.equals(cp.image), `${where}: checkpoint ${cp.name} differs at byte ${firstDiff(image, cp.image)}`);
     const map = await vol.allocated(cp.name);
     for (let i = 0; i < image.length; i++) if (image[i] !== 0) assert.ok(covered(map, i), `${where}: ${cp.name} byte ${i} is data but not allocated`);
+    // A ranged query answers for exactly its range (both lookup strategies get exercised).
+    const from = Math.floor(image.length / 3);
+    const to = from + Math.min(image.length - from, 9000 + cp.name.length * 1000);
+    const part = await vol.allocated(cp.name, from, to);
+    assert.ok(part.every((e) => e.offset >= from && e.offset + e.length <= to), `${where}: ranged map leaves its range`);
+    for (let i = from; i < to; i++) if (image[i] !== 0) assert.ok(covered(part, i), `${where}: ${cp.name} byte ${i} missing from ranged map`);
   }
   // changed(a, b) must cover every byte that differs between consecutive images.
   const images = [...model.checkpoints.map((c) => ({ name: c.name as string | undefined, image: c.image })), { name: undefined, image: model.live }];

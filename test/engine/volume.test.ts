@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Volume, isEngineError, type EngineError } from '../../src/engine/index.js';
+import { Volume, inspectVolume, isEngineError, type EngineError } from '../../src/engine/index.js';
 import { subscribe, type EngineEvent } from '../../src/engine/events.js';
 import { IoCounter, instrumentedIO } from './instrumented-io.js';
 import { Faults, GiB, Holder, KiB, MiB, TiB, chain, fill, tempDir } from './helpers.js';
@@ -144,6 +144,60 @@ describe('tokens and cuts', () => {
     } finally {
       hold.release();
       await vol.close();
+      t.cleanup();
+    }
+  });
+});
+
+describe('freeze', () => {
+  test('freeze all, cut all, thaw all gives write-order consistent checkpoints across volumes', async () => {
+    const t = tempDir('freeze');
+    const a = await Volume.create(path.join(t.dir, 'a'), { size: MiB });
+    const b = await Volume.create(path.join(t.dir, 'b'), { size: MiB });
+    try {
+      // A writer stamps n into A, then (after A acknowledged) n into B.
+      let stop = false;
+      let n = 0;
+      const stamp = (v: number): Buffer => {
+        const buf = Buffer.alloc(4096);
+        buf.writeUInt32BE(v, 0);
+        return buf;
+      };
+      const writer = (async () => {
+        while (!stop) {
+          n++;
+          await a.write(0, stamp(n));
+          await b.write(0, stamp(n));
+        }
+      })();
+      for (let round = 0; round < 20; round++) {
+        const fa = await a.freeze();
+        const fb = await b.freeze();
+        await fa.createCheckpoint(`g${round}`);
+        await fb.createCheckpoint(`g${round}`);
+        fa.thaw();
+        fb.thaw();
+        fa.thaw(); // idempotent
+        const sa = (await a.readCheckpoint(`g${round}`, 0, 4)).readUInt32BE(0);
+        const sb = (await b.readCheckpoint(`g${round}`, 0, 4)).readUInt32BE(0);
+        assert.equal(sa, sb, `round ${round}: A holds stamp ${sa}, B holds ${sb}`);
+      }
+      stop = true;
+      await writer;
+      assert.ok(n > 20, `the writer made progress between freezes (${n} stamps)`);
+      const fa = await a.freeze();
+      await assert.rejects(Promise.race([a.write(0, stamp(0)).then(() => 'written'), fa.begin('tx1').then(() => 'begun')]).then((first) => {
+        throw new Error(first);
+      }), /begun/, 'a write waits while frozen; work under the freeze proceeds');
+      fa.thaw();
+      assert.equal(a.transaction()?.txid, 'tx1');
+      const summary = await inspectVolume(path.join(t.dir, 'a'));
+      assert.equal(summary.transaction?.txid, 'tx1');
+      assert.equal(summary.size, MiB);
+      assert.deepEqual(summary.checkpoints.filter((c) => !c.internal).map((c) => c.name).slice(0, 2), ['g0', 'g1']);
+    } finally {
+      await a.close();
+      await b.close();
       t.cleanup();
     }
   });

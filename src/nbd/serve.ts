@@ -1,0 +1,82 @@
+/**
+ * The data-path process of one volume (`flashcsi serve`): opens the volume (holding its lock and
+ * running recovery first), serves it over NBD on a unix socket (mode 0600, in a directory that
+ * must not be group/world-writable), answers control requests on a second socket, and announces
+ * both in the volume's serve.json. Stopping finishes in-flight requests, flushes, and closes the
+ * volume cleanly.
+ */
+import * as path from 'node:path';
+import { Volume } from '../engine/index.js';
+import type { Logger } from '../log/logger.js';
+import { removeServeInfo, startControlServer, writeServeInfo, type ControlServer, type ServeInfo } from './control.js';
+import { NbdServer, ensurePrivateDir } from './server.js';
+import { VolumeExportProvider } from './volume-export.js';
+
+export interface ServeOptions {
+  readonly dir: string;
+  /** The NBD unix socket; the control socket is `<socket>.ctl`. */
+  readonly socket: string;
+  /** Also listen on TCP: only when explicitly asked for. */
+  readonly listen?: { readonly host: string; readonly port: number };
+  readonly logger: Logger;
+}
+
+export interface RunningServe {
+  readonly info: ServeInfo;
+  readonly volume: Volume;
+  /** Stops accepting, finishes in-flight requests, flushes, closes the volume. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export function controlSocketPath(socket: string): string {
+  return `${socket}.ctl`;
+}
+
+export async function serveVolume(opts: ServeOptions): Promise<RunningServe> {
+  const log = opts.logger;
+  await ensurePrivateDir(path.dirname(opts.socket));
+  const volume = await Volume.open(opts.dir);
+  const recovery = (await volume.info()).recovery;
+  if (recovery.completed.length > 0) log.warn({ dir: opts.dir, completed: recovery.completed }, 'serve: finished operations a crash interrupted');
+  const nbd = new NbdServer({ provider: new VolumeExportProvider(volume), logger: log });
+  let control: ControlServer | undefined;
+  try {
+    await nbd.listenUnix(opts.socket);
+    let listen: string | undefined;
+    if (opts.listen) {
+      const addr = await nbd.listenTcp(opts.listen.host, opts.listen.port);
+      listen = `${addr.address}:${addr.port}`;
+    }
+    control = await startControlServer(volume, controlSocketPath(opts.socket), (req) => log.info({ op: req.op }, 'serve: control request'));
+    const info: ServeInfo = {
+      pid: process.pid,
+      socket: opts.socket,
+      control: control.path,
+      ...(listen === undefined ? {} : { listen }),
+      startedAt: new Date().toISOString(),
+    };
+    writeServeInfo(opts.dir, info);
+    log.info({ dir: opts.dir, ...info }, 'serve: ready');
+    let stopping: Promise<void> | undefined;
+    const ctl = control;
+    return {
+      info,
+      volume,
+      stop() {
+        stopping ??= (async () => {
+          removeServeInfo(opts.dir);
+          await ctl.close();
+          await nbd.close();
+          await volume.close();
+          log.info({ dir: opts.dir }, 'serve: stopped');
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await control?.close().catch(() => undefined);
+    await nbd.close().catch(() => undefined);
+    await volume.close().catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * Attach helpers. Kernel path: command construction and device discovery only (the nbd module is
+ * not available everywhere). nbdfuse path: the full cycle on a real machine — attach, mkfs.ext4
+ * and mkfs.xfs, mount, write and read files with sha256, umount, fsck clean, detach.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import {
+  AttachError,
+  type Attachment,
+  attachNbdfuse,
+  chooseAttachMethod,
+  findFreeNbdDevice,
+  hasKernelNbd,
+  nbdClientAttachArgs,
+  nbdClientDetachArgs,
+  nbdUnixUri,
+} from '../../src/nbd/attach.js';
+import { MemoryExport } from '../../src/nbd/memory-export.js';
+import { type Fixture, MiB, run, runOk, startServer, tempDir } from './helpers/fixture.js';
+
+describe('kernel attach path (construction only)', () => {
+  it('builds the nbd-client command line', () => {
+    assert.deepEqual(nbdClientAttachArgs({ socketPath: '/run/flashcsi/vol-1.sock', device: '/dev/nbd5', exportName: 'vol-1', connections: 2 }), [
+      '-unix', '/run/flashcsi/vol-1.sock', '/dev/nbd5', '-N', 'vol-1', '-b', '4096', '-C', '2', '-t', '0',
+    ]);
+    assert.deepEqual(
+      nbdClientAttachArgs({ socketPath: '/s', device: '/dev/nbd0', exportName: '', blockSize: 512, readOnly: true }),
+      ['-unix', '/s', '/dev/nbd0', '-N', '', '-b', '512', '-C', '1', '-t', '0', '-R'],
+    );
+    assert.deepEqual(nbdClientDetachArgs('/dev/nbd12'), ['-d', '/dev/nbd12']);
+  });
+
+  it('rejects bad arguments', () => {
+    const base = { socketPath: '/s', device: '/dev/nbd0', exportName: 'x' };
+    for (const bad of [{ blockSize: 1000 }, { blockSize: 8192 }, { connections: 0 }, { connections: 1.5 }, { device: '/dev/sda' }, { socketPath: 'rel.sock' }]) {
+      assert.throws(() => nbdClientAttachArgs({ ...base, ...bad }), (e: unknown) => e instanceof AttachError && e.code === 'INVALID_ARGUMENT', JSON.stringify(bad));
+    }
+    assert.throws(() => nbdClientDetachArgs('/dev/loop0'), AttachError);
+  });
+
+  it('picks the kernel path only when /dev/nbd* exists', async () => {
+    const dir = await tempDir();
+    try {
+      assert.equal(await hasKernelNbd(dir), false);
+      assert.equal(await chooseAttachMethod(dir), 'nbdfuse');
+      await fsp.writeFile(path.join(dir, 'nbd0'), '');
+      assert.equal(await hasKernelNbd(dir), true);
+      assert.equal(await chooseAttachMethod(dir), 'kernel');
+      const real = (await fsp.readdir('/dev')).some((n) => /^nbd\d+$/.test(n));
+      assert.equal(await hasKernelNbd(), real);
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('finds a free nbd device from sysfs (size 0, no owner pid)', async () => {
+    const sys = await tempDir();
+    try {
+      const dev = async (n: string, size: string, pid?: string): Promise<void> => {
+        await fsp.mkdir(path.join(sys, n));
+        await fsp.writeFile(path.join(sys, n, 'size'), size);
+        if (pid !== undefined) await fsp.writeFile(path.join(sys, n, 'pid'), pid);
+      };
+      assert.equal(await findFreeNbdDevice(sys), undefined);
+      await dev('nbd0', '2097152\n', '1234\n');
+      await dev('nbd10', '0\n');
+      await dev('nbd2', '0\n');
+      await dev('loop0', '0\n');
+      assert.equal(await findFreeNbdDevice(sys), '/dev/nbd2');
+    } finally {
+      await fsp.rm(sys, { recursive: true, force: true });
+    }
+  });
+
+  it('percent-encodes the export name and socket path in the URI (libnbd decodes both; the nbdfuse cycle below uses it)', () => {
+    assert.equal(nbdUnixUri('/run/x/nbd.sock', 'vol 1'), 'nbd+unix:///vol%201?socket=%2Frun%2Fx%2Fnbd.sock');
+  });
+});
+
+describe('nbdfuse + loop attach (full cycle)', () => {
+  let fx: Fixture;
+  let mem: MemoryExport;
+
+  before(async () => {
+    // This path needs root, /dev/fuse, loop devices and the tools: fail loudly, never skip.
+    assert.equal(process.getuid?.(), 0, 'nbdfuse/loop/mount tests must run as root');
+    await fsp.access('/dev/fuse').catch(() => assert.fail('/dev/fuse is missing'));
+    await fsp.access('/dev/loop-control').catch(() => assert.fail('/dev/loop-control is missing (no loop driver)'));
+    for (const t of ['nbdfuse', 'fusermount3', 'losetup', 'mkfs.ext4', 'mkfs.xfs', 'fsck.ext4', 'xfs_repair', 'mount', 'umount']) {
+      assert.equal((await run('sh', ['-c', `command -v ${t}`])).code, 0, `${t} is not installed`);
+    }
+    mem = new MemoryExport({ name: 'vol-1', size: 512 * MiB });
+    fx = await startServer({ exports: [mem] });
+  });
+  after(async () => {
+    await fx.close();
+  });
+
+  for (const fs of ['ext4', 'xfs'] as const) {
+    it(`${fs}: attach, mkfs, mount, write/read files, umount, fsck, detach`, async () => {
+      const work = path.join(fx.dir, `attach-${fs}`);
+      const mnt = path.join(fx.dir, `mnt-${fs}`);
+      await fsp.mkdir(mnt);
+      const flushes0 = mem.counters.flushes;
+      const trims0 = mem.counters.trims;
+      let att: Attachment | undefined;
+      let mounted = false;
+      try {
+        att = await attachNbdfuse({ socketPath: fx.sock, exportName: 'vol-1', workDir: work, timeoutMs: 20_000 });
+        assert.equal(att.method, 'nbdfuse');
+        assert.match(att.device, /^\/dev\/loop\d+$/);
+        assert.ok((await fsp.stat(att.device)).isBlockDevice());
+        const dio = await fsp.readFile(`/sys/block/${path.basename(att.device)}/loop/dio`, 'utf8');
+        assert.equal(dio.trim(), '1', 'loop device uses direct I/O');
+        assert.equal((await runOk('blockdev', ['--getsize64', att.device])).trim(), String(512 * MiB));
+
+        if (fs === 'ext4') await runOk('mkfs.ext4', ['-q', '-F', att.device], { timeoutMs: 120_000 });
+        else await runOk('mkfs.xfs', ['-q', '-f', att.device], { timeoutMs: 120_000 });
+        assert.ok(mem.counters.trims > trims0, 'mkfs discards reached the server as TRIM');
+
+        await runOk('mount', ['-t', fs, att.device, mnt]);
+        mounted = true;
+        const files = new Map<string, string>();
+        for (const [name, size] of [['big.bin', 24 * MiB], ['small.txt', 1000], ['odd.bin', 3 * MiB + 17]] as const) {
+          const data = randomBytes(size);
+          await fsp.writeFile(path.join(mnt, name), data);
+          files.set(name, createHash('sha256').update(data).digest('hex'));
+        }
+        await runOk('sync', ['-f', path.join(mnt, 'big.bin')]);
+        assert.ok(mem.counters.flushes > flushes0, 'fsync reached the server as FLUSH');
+        await assert.rejects(att.detach(), (e: unknown) => e instanceof AttachError && e.code === 'BUSY', 'detach refuses while mounted');
+
+        // Remount so the reads come from the server, not the page cache.
+        await runOk('umount', [mnt]);
+        mounted = false;
+        await runOk('mount', ['-t', fs, att.device, mnt]);
+        mounted = true;
+        for (const [name, sum] of files) {
+          const back = await fsp.readFile(path.join(mnt, name));
+          assert.equal(createHash('sha256').update(back).digest('hex'), sum, `${name} read back intact`);
+        }
+        await runOk('umount', [mnt]);
+        mounted = false;
+
+        if (fs === 'ext4') await runOk('fsck.ext4', ['-f', '-n', att.device], { timeoutMs: 120_000 });
+        else await runOk('xfs_repair', ['-n', att.device], { timeoutMs: 120_000 });
+
+        const device = att.device;
+        await att.detach();
+        att = undefined;
+        await assert.rejects(fsp.access(`/sys/block/${path.basename(device)}/loop/backing_file`), 'loop device released');
+        const mounts = await fsp.readFile('/proc/self/mountinfo', 'utf8');
+        assert.ok(!mounts.includes(path.join(work, 'fuse')), 'FUSE mount gone');
+        assert.equal(await fsp.readFile(path.join(work, 'fuse', 'disk')).catch(() => 'absent'), 'absent', 'FUSE file gone');
+      } finally {
+        if (mounted) await run('umount', [mnt]);
+        if (att !== undefined) await att.detach().catch(() => undefined);
+      }
+    });
+  }
+});
