@@ -62,11 +62,15 @@ function callback<T>(fn: (cb: (err: NodeJS.ErrnoException | null, res: T) => voi
   return new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res))));
 }
 
+/** Largest read tried synchronously from the page cache (bounds how long the event loop is held). */
+const CACHED_READ_LIMIT = 1024 * 1024;
+
 class NodeFile implements IoFile {
   constructor(readonly path: string, private readonly fd: number) {}
 
   async read(buf: Buffer, offset: number): Promise<void> {
-    let done = 0;
+    // Small reads that the page cache can answer at once skip the thread pool entirely.
+    let done = buf.length <= CACHED_READ_LIMIT ? native.readCached(this.fd, buf, offset) : 0;
     while (done < buf.length) {
       const n = await callback<number>((cb) => fs.read(this.fd, buf, done, buf.length - done, offset + done, cb));
       if (n === 0) {

@@ -15,6 +15,8 @@ const libc = koffi.load('libc.so.6');
 const fallocateFn = libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
 const lseekFn = libc.func('int64_t lseek(int fd, int64_t offset, int whence)');
 const flockFn = libc.func('int flock(int fd, int operation)');
+koffi.struct('flashcsi_iovec', { base: 'void *', len: 'size_t' }); // registers the type preadv2 takes
+const preadv2Fn = libc.func('int64_t preadv2(int fd, const flashcsi_iovec *iov, int iovcnt, int64_t offset, int flags)');
 
 const FALLOC_FL_KEEP_SIZE = 0x01;
 const FALLOC_FL_PUNCH_HOLE = 0x02;
@@ -24,6 +26,7 @@ const SEEK_HOLE = 4;
 const LOCK_SH = 1;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
+const RWF_NOWAIT = 0x08;
 
 const errnoNames: Record<number, string> = {
   5: 'EIO', 11: 'EAGAIN', 22: 'EINVAL', 28: 'ENOSPC', 6: 'ENXIO', 95: 'EOPNOTSUPP', 122: 'EDQUOT', 27: 'EFBIG',
@@ -68,6 +71,17 @@ export function seek(fd: number, offset: number, what: 'data' | 'hole'): number 
   const errno = koffi.errno();
   if (errno === 6) return -1;
   throw errnoError('lseek', errno);
+}
+
+/**
+ * Reads from the page cache without waiting: preadv2(RWF_NOWAIT) returns what is cached at once,
+ * or nothing (EAGAIN) if the data would have to come from the disk. Returns the bytes read (0 when
+ * the caller must fall back to an asynchronous read). A cache hit this way costs about 2 µs on
+ * the calling thread, against about 10 µs for a round trip through libuv's thread pool.
+ */
+export function readCached(fd: number, buf: Buffer, offset: number): number {
+  const n = Number(preadv2Fn(fd, [{ base: buf, len: buf.length }], 1, offset, RWF_NOWAIT));
+  return n > 0 ? n : 0;
 }
 
 /** Takes an advisory lock without waiting; throws EngineError(LOCKED) when another holder has it. */

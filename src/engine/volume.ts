@@ -17,9 +17,9 @@
  *   the tokens of the grains they would read from the base. Cuts close the gate to writes
  *   (gate.ts), so a write lands entirely before or after a cut; rollback and deletion close it to
  *   all I/O. Metadata operations run one at a time (mutex.ts).
- * - Crash safety: volume.meta is replaced atomically (temp file, fdatasync, rename, directory
- *   fsync). Multi-step operations first record a pending operation there and are idempotent,
- *   so open() finishes them before the volume is usable. See docs/format.md.
+ * - Crash safety: volume.meta is updated atomically (two slots written alternately, one
+ *   fdatasync each: meta-file.ts). Multi-step operations first record a pending operation there
+ *   and are idempotent, so open() finishes them before the volume is usable. See docs/format.md.
  * - Sizes never shrink. Rollback to a checkpoint smaller than the volume (after an expand) keeps
  *   the current size and zeroes everything past the checkpoint's size.
  */
@@ -36,12 +36,11 @@ import {
   TX_HISTORY_LIMIT,
   TxOutcome,
   TxState,
-  decodeMeta,
-  encodeMeta,
   type CheckpointRecord,
   type VolumeMeta,
 } from './format.js';
 import { CheckpointStore } from './store.js';
+import { META_FILE, MetaFile } from './meta-file.js';
 import { TokenTable } from './tokens.js';
 import { Gate } from './gate.js';
 import { Mutex } from './mutex.js';
@@ -52,8 +51,6 @@ export const DEFAULT_GRAIN_SIZE = 64 * 1024;
 /** 2^53 bytes would overflow exact JS numbers; 8 PiB is far beyond any single-node volume. */
 export const MAX_VOLUME_SIZE = 2 ** 53 - 2 ** 20;
 
-const META_FILE = 'volume.meta';
-const META_TMP = 'volume.meta.tmp';
 const BASE_FILE = 'base.img';
 const LOCK_FILE = 'lock';
 const STORE_PATTERN = /^cp-(\d{8,})\.store$/;
@@ -203,6 +200,8 @@ export class Volume {
   /** Set when a recorded multi-step operation failed midway: only a reopen can finish it. */
   private interrupted: EngineError | null = null;
   private flushing: Promise<void> | null = null;
+  /** The next checkpoint's store, being made ahead of time (see prepareSpare). */
+  private spare: Promise<CheckpointStore | null> | null = null;
   private flushAgain: Promise<void> | null = null;
   private readonly recovered: string[] = [];
 
@@ -210,6 +209,8 @@ export class Volume {
     readonly dir: string,
     private readonly io: FileIO,
     private meta: VolumeMeta,
+    /** Null when read-only. */
+    private readonly metaFile: MetaFile | null,
     private readonly layers: Layer[],
     private readonly base: IoFile,
     /** The base image opened with O_DSYNC, for FUA writes. Null when read-only. */
@@ -257,7 +258,7 @@ export class Volume {
         deferred: [],
         pending: null,
       };
-      await writeMeta(io, dir, meta);
+      await MetaFile.create(io, dir, meta);
       await lock.close();
     } catch (err) {
       await io.rmdir(dir).catch(() => undefined);
@@ -279,11 +280,18 @@ export class Volume {
     const lock = await io.open(path.join(dir, LOCK_FILE), readOnly ? 'read' : 'readwrite').catch((err: unknown) => {
       throw fromSystemError(err, `open ${dir}`);
     });
-    const opened: IoFile[] = [lock];
+    const opened: Array<{ close(): Promise<void> }> = [lock];
     const layers: Layer[] = [];
     try {
       lock.lock(readOnly ? 'shared' : 'exclusive', `volume ${dir}`);
-      const meta = await readMeta(io, dir);
+      let meta: VolumeMeta;
+      let metaFile: MetaFile | null = null;
+      if (readOnly) {
+        meta = await MetaFile.read(io, dir);
+      } else {
+        ({ metaFile, meta } = await MetaFile.open(io, dir));
+        opened.push(metaFile);
+      }
       if (readOnly && meta.pending) {
         throw new EngineError(ErrorCode.FailedPrecondition, `volume ${dir} has an interrupted operation; open it read-write to recover`);
       }
@@ -303,10 +311,11 @@ export class Volume {
         });
         layers.push({ rec, store });
       }
-      const volume = new Volume(dir, io, meta, layers, base, baseSync, lock, readOnly, meta.dirty);
+      const volume = new Volume(dir, io, meta, metaFile, layers, base, baseSync, lock, readOnly, meta.dirty);
       if (!readOnly) {
         await volume.persist({ ...meta, dirty: true });
         await volume.recover();
+        volume.prepareSpare();
       }
       return volume;
     } catch (err) {
@@ -365,6 +374,12 @@ export class Volume {
       this.closed = true;
       this.gate.open(); // callers blocked at the gate now see `closed`
       try {
+        const spare = this.spare ? await this.spare : null;
+        this.spare = null;
+        if (spare) {
+          await spare.close();
+          await this.io.unlink(spare.path);
+        }
         for (const layer of this.layers) await layer.store.drain();
         if (!this.readOnly) {
           await this.base.datasync();
@@ -373,6 +388,7 @@ export class Volume {
         }
       } finally {
         for (const layer of this.layers) await layer.store.close().catch(() => undefined);
+        await this.metaFile?.close().catch(() => undefined);
         await this.baseSync?.close().catch(() => undefined);
         await this.base.close().catch(() => undefined);
         await this.lock.close().catch(() => undefined);
@@ -746,26 +762,63 @@ export class Volume {
   /** Cuts a checkpoint with writes quiesced; `amend` adds to the same metadata update. */
   private async cut(name: string, flags: number, amend: (m: VolumeMeta) => VolumeMeta, frozen = false): Promise<Layer> {
     const started = process.hrtime.bigint();
-    if (!frozen) await this.quiesce('cut', 'writes');
+    const id = this.meta.nextCheckpointId;
+    // The store exists (normally made ahead of time) before writes are held: the held window
+    // is only the drain of in-flight writes and one metadata update.
+    const store = await this.takeStore(id);
     try {
-      const id = this.meta.nextCheckpointId;
-      const store = await CheckpointStore.create(this.io, path.join(this.dir, storeFileName(id)), id, this.meta.grainShift);
+      if (!frozen) await this.quiesce('cut', 'writes');
       try {
-        await this.io.syncDir(this.dir);
         const rec: CheckpointRecord = { id, name, size: this.meta.size, createdNs: nowNs(), flags };
         await this.persist(amend({ ...this.meta, nextCheckpointId: id + 1, checkpoints: [...this.meta.checkpoints, rec] }));
         const layer = { rec, store };
         this.layers.push(layer);
         publish({ type: 'cut', dir: this.dir, name, micros: Number((process.hrtime.bigint() - started) / 1000n) });
         return layer;
-      } catch (err) {
-        await store.close().catch(() => undefined);
-        await this.io.unlink(store.path).catch(() => undefined);
-        throw err;
+      } finally {
+        if (!frozen) this.gate.open();
       }
+    } catch (err) {
+      await store.close().catch(() => undefined);
+      await this.io.unlink(store.path).catch(() => undefined);
+      throw err;
     } finally {
-      if (!frozen) this.gate.open();
+      this.prepareSpare();
     }
+  }
+
+  /**
+   * Creates the next checkpoint's store, durably, in the background, so a cut finds it ready. A
+   * leftover spare is an orphan to the next open, which deletes it.
+   */
+  private prepareSpare(): void {
+    if (this.readOnly || this.closed || this.spare) return;
+    const id = this.meta.nextCheckpointId;
+    this.spare = CheckpointStore.create(this.io, path.join(this.dir, storeFileName(id)), id, this.meta.grainShift)
+      .then(async (store) => {
+        await this.io.syncDir(this.dir);
+        return store;
+      })
+      .catch(() => null); // a failed spare is made again, synchronously, by the cut that needs it
+  }
+
+  /** The store for checkpoint `id`: the spare if it was made for that id, else a new one. */
+  private async takeStore(id: number): Promise<CheckpointStore> {
+    const spare = this.spare ? await this.spare : null;
+    this.spare = null;
+    if (spare?.checkpointId === id) return spare;
+    if (spare) {
+      await spare.close().catch(() => undefined);
+      await this.io.unlink(spare.path).catch(() => undefined);
+    }
+    const store = await CheckpointStore.create(this.io, path.join(this.dir, storeFileName(id)), id, this.meta.grainShift);
+    await this.io.syncDir(this.dir);
+    return store;
+  }
+
+  /** Resolves when background work (the spare store) is done; for tests that count I/O. */
+  async settled(): Promise<void> {
+    await this.spare;
   }
 
   /** Deletes a checkpoint (or a deferred request for one); every other checkpoint stays byte-exact. */
@@ -1148,11 +1201,17 @@ export class Volume {
     while (!this.meta.tx && this.meta.deferred.length > 0) {
       const [next, ...rest] = this.meta.deferred as [VolumeMeta['deferred'][number], ...VolumeMeta['deferred']];
       const id = this.meta.nextCheckpointId;
-      const store = await CheckpointStore.create(this.io, path.join(this.dir, storeFileName(id)), id, this.meta.grainShift);
-      await this.io.syncDir(this.dir);
+      const store = await this.takeStore(id);
       const rec: CheckpointRecord = { id, name: next.name, size: this.meta.size, createdNs: nowNs(), flags: 0 };
-      await this.persist({ ...this.meta, nextCheckpointId: id + 1, checkpoints: [...this.meta.checkpoints, rec], deferred: rest });
+      try {
+        await this.persist({ ...this.meta, nextCheckpointId: id + 1, checkpoints: [...this.meta.checkpoints, rec], deferred: rest });
+      } catch (err) {
+        await store.close().catch(() => undefined);
+        await this.io.unlink(store.path).catch(() => undefined);
+        throw err;
+      }
       this.layers.push({ rec, store });
+      this.prepareSpare();
     }
   }
 
@@ -1184,7 +1243,12 @@ export class Volume {
 
   private async persist(next: VolumeMeta): Promise<void> {
     const meta = { ...next, generation: this.meta.generation + 1n };
-    await writeMeta(this.io, this.dir, meta);
+    if (!this.metaFile) throw new Error('BUG: metadata update on a read-only volume');
+    try {
+      await this.metaFile.write(meta);
+    } catch (err) {
+      throw fromSystemError(err, `update ${this.dir}/volume.meta`);
+    }
     this.meta = meta;
     this.counters.metaWrites++;
   }
@@ -1278,7 +1342,7 @@ export interface VolumeSummary {
  */
 export async function inspectVolume(dir: string, io: FileIO = nodeFileIO): Promise<VolumeSummary> {
   if (!(await io.exists(path.join(dir, META_FILE)))) throw new EngineError(ErrorCode.VolumeNotFound, `${dir} holds no flashcsi volume`);
-  const meta = await readMeta(io, dir);
+  const meta = await MetaFile.read(io, dir);
   const ms = (ns: bigint): Date => new Date(Number(ns / 1_000_000n));
   return {
     dir,
@@ -1289,37 +1353,6 @@ export async function inspectVolume(dir: string, io: FileIO = nodeFileIO): Promi
     transaction: meta.tx ? { txid: meta.tx.txid, state: txStateNames[meta.tx.state] } : null,
     pending: meta.pending ? (meta.pending.kind === PendingKind.Rollback ? 'rollback' : 'delete') : null,
   };
-}
-
-async function readMeta(io: FileIO, dir: string): Promise<VolumeMeta> {
-  const file = path.join(dir, META_FILE);
-  const f = await io.open(file, 'read').catch((err: unknown) => {
-    throw fromSystemError(err, `open ${file}`);
-  });
-  try {
-    const size = await f.size();
-    if (size > 64 << 20) throw new EngineError(ErrorCode.Corrupt, `${file}: implausible size ${size}`);
-    const buf = Buffer.alloc(size);
-    await f.read(buf, 0);
-    return decodeMeta(buf, file);
-  } finally {
-    await f.close();
-  }
-}
-
-/** Replaces volume.meta atomically: temp file, fdatasync, rename, directory fsync. */
-async function writeMeta(io: FileIO, dir: string, meta: VolumeMeta): Promise<void> {
-  const tmp = path.join(dir, META_TMP);
-  await io.unlink(tmp).catch(() => undefined);
-  const f = await io.open(tmp, 'create');
-  try {
-    await f.write(encodeMeta(meta), 0);
-    await f.datasync();
-  } finally {
-    await f.close();
-  }
-  await io.rename(tmp, path.join(dir, META_FILE));
-  await io.syncDir(dir);
 }
 
 /** Deletes store files no checkpoint refers to (a crash between creating and recording one). */

@@ -113,9 +113,3 @@ export class Faults {
     this.rule = null;
   }
 }
-
-export function chain(...hooks: Hook[]): Hook {
-  return async (info) => {
-    for (const hook of hooks) await hook(info);
-  };
-}
