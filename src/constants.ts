@@ -34,14 +34,27 @@ export const Label = {
   ManagedBy: 'app.kubernetes.io/managed-by',
   /** The CSI volume id an object refers to. */
   VolumeId: `${KEY_PREFIX}volume-id`,
+  /** On a VolumeTransactionParticipant: the node whose agent carries it out (agents watch only theirs). */
+  Node: `${KEY_PREFIX}node`,
+  /** On a VolumeTransactionParticipant: the VolumeTransaction it belongs to. */
+  Transaction: `${KEY_PREFIX}transaction`,
 } as const;
 export type Label = (typeof Label)[keyof typeof Label];
 
-// Annotation keys go here too, as `export const Annotation = { … } as const`, when a controller needs one.
+/** Annotations flashcsi puts on objects it does not own. */
+export const Annotation = {
+  /** On a PVC in a VolumeTransaction: that transaction's name (one transaction per PVC at a time). */
+  Transaction: `${KEY_PREFIX}transaction`,
+  /** On a PVC being rolled back: the VolumeRollback's name (one rollback per PVC at a time). */
+  Rollback: `${KEY_PREFIX}rollback`,
+} as const;
+export type Annotation = (typeof Annotation)[keyof typeof Annotation];
 
-/** Finalizers flashcsi adds to its custom resources. */
+/** Finalizers flashcsi adds to objects. */
 export const Finalizer = {
-  /** Held by the controller until the backing volume or checkpoint has been removed. */
+  /** On VolumeRollbacks and VolumeTransactions: held until the coordinator has cleaned up after them. */
   Cleanup: `${KEY_PREFIX}cleanup`,
+  /** On a PVC in a transaction or a rollback: it cannot disappear until that has completed. */
+  Protection: `${KEY_PREFIX}protection`,
 } as const;
 export type Finalizer = (typeof Finalizer)[keyof typeof Finalizer];

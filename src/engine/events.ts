@@ -14,8 +14,8 @@ export type EngineEvent =
   | { readonly type: 'copy'; readonly dir: string; readonly grains: number; readonly bytes: number }
   /** A write or checkpoint read must wait for grain tokens another holds (sent as the wait starts). */
   | { readonly type: 'token-wait'; readonly dir: string; readonly grains: number }
-  /** A checkpoint was cut. */
-  | { readonly type: 'cut'; readonly dir: string; readonly name: string; readonly micros: number }
+  /** A checkpoint was cut: total time, of which draining in-flight writes and the metadata update. */
+  | { readonly type: 'cut'; readonly dir: string; readonly name: string; readonly micros: number; readonly drainMicros: number; readonly metaMicros: number }
   /** Rollback progress: grains restored so far out of the total. */
   | { readonly type: 'rollback-progress'; readonly dir: string; readonly checkpoint: string; readonly done: number; readonly total: number };
 

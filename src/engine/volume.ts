@@ -767,13 +767,17 @@ export class Volume {
     // is only the drain of in-flight writes and one metadata update.
     const store = await this.takeStore(id);
     try {
+      const draining = process.hrtime.bigint();
       if (!frozen) await this.quiesce('cut', 'writes');
       try {
+        const drained = process.hrtime.bigint();
         const rec: CheckpointRecord = { id, name, size: this.meta.size, createdNs: nowNs(), flags };
         await this.persist(amend({ ...this.meta, nextCheckpointId: id + 1, checkpoints: [...this.meta.checkpoints, rec] }));
         const layer = { rec, store };
         this.layers.push(layer);
-        publish({ type: 'cut', dir: this.dir, name, micros: Number((process.hrtime.bigint() - started) / 1000n) });
+        const now = process.hrtime.bigint();
+        const micros = (from: bigint, to: bigint): number => Number((to - from) / 1000n);
+        publish({ type: 'cut', dir: this.dir, name, micros: micros(started, now), drainMicros: micros(draining, drained), metaMicros: micros(drained, now) });
         return layer;
       } finally {
         if (!frozen) this.gate.open();
