@@ -20,6 +20,8 @@
  */
 import { createHash } from 'node:crypto';
 import { DRIVER_NAME, Finalizer, Label } from '../constants.js';
+import { canonicalJson } from './steps.js';
+import type { CommonStep, PlanOf } from './steps.js';
 import {
   API_VERSION,
   setCondition,
@@ -69,24 +71,13 @@ export interface TransactionInput {
 }
 
 export type Step =
-  | { readonly kind: 'addFinalizer' }
-  | { readonly kind: 'removeFinalizer' }
-  /** Annotate the PVC with this transaction and add the protection finalizer (conflict-checked). */
-  | { readonly kind: 'claimPvc'; readonly pvc: string }
-  /** Remove this transaction's annotation and the protection finalizer from the PVC. */
-  | { readonly kind: 'releasePvc'; readonly pvc: string }
+  | CommonStep<VolumeTransactionStatus>
   | { readonly kind: 'createParticipant'; readonly participant: VolumeTransactionParticipant }
-  | { readonly kind: 'setAction'; readonly name: string; readonly action: ParticipantAction; readonly attempt: number; readonly txid: string }
-  | { readonly kind: 'deleteParticipant'; readonly name: string }
-  /** Replace the status (with the observed resourceVersion: a conflict aborts the plan). */
-  | { readonly kind: 'status'; readonly status: VolumeTransactionStatus }
-  | { readonly kind: 'event'; readonly type: 'Normal' | 'Warning'; readonly reason: string; readonly message: string };
+  /** Set a participant's action; `resourceVersion` is the one planned from (a conflict aborts the plan). */
+  | { readonly kind: 'setAction'; readonly name: string; readonly resourceVersion?: string; readonly action: ParticipantAction; readonly attempt: number; readonly txid: string }
+  | { readonly kind: 'deleteParticipant'; readonly name: string };
 
-export interface Plan {
-  readonly steps: Step[];
-  /** Reconcile again after this long even if nothing changes (timeouts). */
-  readonly requeueAfterMs?: number;
-}
+export type Plan = PlanOf<Step>;
 
 const TERMINAL: ReadonlySet<TransactionPhase> = new Set(['Committed', 'RolledBack', 'Failed']);
 
@@ -238,7 +229,8 @@ export function planTransaction(input: TransactionInput): Plan {
         };
         steps.push({ kind: 'createParticipant', participant: participantObject(vt, spec) });
       } else if (p.spec.action !== action || p.spec.attempt !== forAttempt || p.spec.txid !== forTxid) {
-        steps.push({ kind: 'setAction', name: p.metadata.name, action, attempt: forAttempt, txid: forTxid });
+        const rv = p.metadata.resourceVersion;
+        steps.push({ kind: 'setAction', name: p.metadata.name, ...(rv ? { resourceVersion: rv } : {}), action, attempt: forAttempt, txid: forTxid });
       }
     }
   };
@@ -381,13 +373,4 @@ function participantObject(vt: VolumeTransaction, spec: ParticipantSpec): Volume
     },
     spec,
   };
-}
-
-/** JSON with object keys sorted, so equal values compare equal whatever their key order. */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) =>
-    v && typeof v === 'object' && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined).sort(([a], [b]) => a.localeCompare(b)))
-      : v,
-  );
 }
