@@ -1,0 +1,143 @@
+// Smoke test of the real control-plane harness: etcd + kube-apiserver (+ kube-controller-manager) from the
+// pinned Go builds, driven through @kubernetes/client-node. Fails (does not skip) when the tools are not built.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  ApiextensionsV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+} from '@kubernetes/client-node';
+import { applySnapshotCrds, startControlPlane, startSnapshotController, waitFor, type ControlPlane } from './harness.js';
+
+const SNAPSHOT_CRDS = [
+  'volumesnapshotclasses.snapshot.storage.k8s.io',
+  'volumesnapshotcontents.snapshot.storage.k8s.io',
+  'volumesnapshots.snapshot.storage.k8s.io',
+  'volumegroupsnapshotclasses.groupsnapshot.storage.k8s.io',
+  'volumegroupsnapshotcontents.groupsnapshot.storage.k8s.io',
+  'volumegroupsnapshots.groupsnapshot.storage.k8s.io',
+];
+
+describe('k8s control plane (etcd + kube-apiserver + kube-controller-manager)', { timeout: 300_000 }, () => {
+  let cp: ControlPlane | undefined;
+  let kc: KubeConfig;
+
+  before(async () => {
+    cp = await startControlPlane({ controllerManager: { controllers: ['persistentvolume-binder-controller', 'namespace-controller', 'garbage-collector-controller'] } });
+    kc = cp.kubeConfig();
+  });
+
+  after(async () => {
+    await cp?.stop();
+  });
+
+  const plane = (): ControlPlane => {
+    if (!cp) throw new Error('control plane not started');
+    return cp;
+  };
+
+  it('serves the API: namespace and ConfigMap round-trip', async () => {
+    const core = kc.makeApiClient(CoreV1Api);
+    await core.createNamespace({ body: { metadata: { name: 'smoke' } } });
+    await core.createNamespacedConfigMap({
+      namespace: 'smoke',
+      body: { metadata: { name: 'cm1', labels: { app: 'flashcsi' } }, data: { greeting: 'hello' } },
+    });
+    const cm = await core.readNamespacedConfigMap({ namespace: 'smoke', name: 'cm1' });
+    assert.equal(cm.data?.['greeting'], 'hello');
+    const list = await core.listNamespacedConfigMap({ namespace: 'smoke', labelSelector: 'app=flashcsi' });
+    assert.deepEqual(list.items.map((i) => i.metadata?.name), ['cm1']);
+  });
+
+  it('applies the pinned snapshot CRDs and they become Established and served', async () => {
+    const names = await applySnapshotCrds(plane());
+    assert.deepEqual([...names].sort(), [...SNAPSHOT_CRDS].sort());
+    const ext = kc.makeApiClient(ApiextensionsV1Api);
+    const vs = await ext.readCustomResourceDefinition({ name: 'volumesnapshots.snapshot.storage.k8s.io' });
+    assert.equal(vs.spec.group, 'snapshot.storage.k8s.io');
+    assert.ok(vs.spec.versions.some((v) => v.name === 'v1' && v.served && v.storage), 'snapshot.storage.k8s.io/v1 is the served storage version');
+    assert.ok(vs.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True'));
+    // Applying again is idempotent (replace path).
+    assert.deepEqual((await applySnapshotCrds(plane())).sort(), [...SNAPSHOT_CRDS].sort());
+    // The new API is served: an empty VolumeSnapshotClass list.
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const classes = (await custom.listClusterCustomObject({ group: 'snapshot.storage.k8s.io', version: 'v1', plural: 'volumesnapshotclasses' })) as { items: unknown[] };
+    assert.deepEqual(classes.items, []);
+  });
+
+  it('runs snapshot-controller, which processes a VolumeSnapshot (error status for a missing PVC)', async () => {
+    await startSnapshotController(plane());
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const core = kc.makeApiClient(CoreV1Api);
+    await core.createNamespace({ body: { metadata: { name: 'snap' } } });
+    await custom.createNamespacedCustomObject({
+      group: 'snapshot.storage.k8s.io',
+      version: 'v1',
+      namespace: 'snap',
+      plural: 'volumesnapshots',
+      body: {
+        apiVersion: 'snapshot.storage.k8s.io/v1',
+        kind: 'VolumeSnapshot',
+        metadata: { name: 'vs1' },
+        spec: { volumeSnapshotClassName: 'none', source: { persistentVolumeClaimName: 'missing-pvc' } },
+      },
+    });
+    interface VolumeSnapshot {
+      status?: { readyToUse?: boolean; error?: { message?: string } };
+    }
+    const status = await waitFor(
+      'snapshot-controller sets VolumeSnapshot status',
+      async () => {
+        const vs = (await custom.getNamespacedCustomObject({
+          group: 'snapshot.storage.k8s.io',
+          version: 'v1',
+          namespace: 'snap',
+          plural: 'volumesnapshots',
+          name: 'vs1',
+        })) as VolumeSnapshot;
+        return vs.status?.error?.message !== undefined ? vs.status : undefined;
+      },
+      { timeoutMs: 30_000, watch: [plane().apiServer] },
+    ).catch((e: unknown) => {
+      throw new Error(`${e instanceof Error ? e.message : String(e)}\n${plane().logs(40)}`, { cause: e });
+    });
+    assert.notEqual(status.readyToUse, true);
+    assert.match(status.error?.message ?? '', /missing-pvc|"none"/, `status.error: ${JSON.stringify(status.error)}`);
+  });
+
+  it('runs kube-controller-manager: a PVC binds to a matching pre-made PV', async () => {
+    const core = kc.makeApiClient(CoreV1Api);
+    await core.createNamespace({ body: { metadata: { name: 'bind' } } });
+    await core.createPersistentVolume({
+      body: {
+        metadata: { name: 'pv-bind' },
+        spec: {
+          capacity: { storage: '1Gi' },
+          accessModes: ['ReadWriteOnce'],
+          storageClassName: 'manual',
+          persistentVolumeReclaimPolicy: 'Retain',
+          csi: { driver: 'flashcsi.example.com', volumeHandle: 'vol-bind' },
+        },
+      },
+    });
+    await core.createNamespacedPersistentVolumeClaim({
+      namespace: 'bind',
+      body: {
+        metadata: { name: 'pvc-bind' },
+        spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'manual', resources: { requests: { storage: '1Gi' } } },
+      },
+    });
+    const phase = await waitFor(
+      'PVC bound by kube-controller-manager',
+      async () => {
+        const pvc = await core.readNamespacedPersistentVolumeClaim({ namespace: 'bind', name: 'pvc-bind' });
+        return pvc.status?.phase === 'Bound' ? pvc.spec?.volumeName : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 250, watch: [plane().apiServer] },
+    ).catch((e: unknown) => {
+      throw new Error(`${e instanceof Error ? e.message : String(e)}\n${plane().logs(40)}`, { cause: e });
+    });
+    assert.equal(phase, 'pv-bind');
+  });
+});
