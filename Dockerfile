@@ -39,7 +39,7 @@ LABEL org.opencontainers.image.title="flashcsi" \
 # util-linux and mount (losetup, blockdev, mount, umount), kmod (modprobe nbd).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      nbd-client libnbd-bin fuse3 e2fsprogs xfsprogs util-linux mount kmod ca-certificates \
+      nbd-client libnbd-bin fuse3 e2fsprogs xfsprogs util-linux mount kmod ca-certificates tini \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production
@@ -51,5 +51,6 @@ COPY --from=build /app/proto ./proto
 # Non-root by default (the image's "node" user, uid 1000): the coordinator and the controller-mode
 # plugin run as it. Only the node DaemonSet's flashcsi container overrides this to root + privileged.
 USER node
-ENTRYPOINT ["node", "/app/dist/cmd/flashcsi.js"]
+# tini as PID 1 reaps the orphaned data-path processes of a restarted plugin (see cmd/supervise-cli.ts).
+ENTRYPOINT ["tini", "--", "node", "/app/dist/cmd/flashcsi.js"]
 CMD ["--help"]

@@ -5,7 +5,10 @@
  */
 import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
+import { registerPluginCommand } from './plugin-cli.js';
+import { registerCoordinatorCommand } from './coordinator-cli.js';
 import { registerServeCommand } from './serve-cli.js';
+import { registerSuperviseCommand } from './supervise-cli.js';
 import { registerVolumeCommands } from './volume-cli.js';
 
 // The data path reads and writes through libuv's thread pool; its default of 4 caps concurrency.
@@ -22,6 +25,9 @@ const program = new Command('flashcsi')
 
 registerVolumeCommands(program);
 registerServeCommand(program);
+registerCoordinatorCommand(program);
+registerPluginCommand(program);
+registerSuperviseCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# Runs flashcsi locally on embedded defaults: a demo volume under ./.local, served over NBD.
+# Runs the flashcsi CSI plugin locally on embedded defaults (see README "Drive it with grpcurl"):
+#   flashcsi plugin --mode all
+#     CSI socket               ./.local/csi.sock
+#     SnapshotMetadata socket  ./.local/metadata.sock
+#     state (volumes, run/ sockets, stage records, logs)   ./.local/state
+#     node id                  this host's name
+# Override the directory with FLASHCSI_STATE, the node id with NODE_ID. Ctrl-C (SIGINT) or SIGTERM
+# drains the plugin; volumes staged meanwhile keep running and are adopted by the next start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm run build >/dev/null
-state=${FLASHCSI_STATE:-$PWD/.local}
-mkdir -p "$state" && chmod 700 "$state"
-[ -d "$state/demo" ] || node dist/cmd/flashcsi.js volume create "$state/demo" --size 1G
-echo "serving $state/demo at nbd+unix:///?socket=$state/demo.sock (Ctrl-C to stop)" >&2
-exec node dist/cmd/flashcsi.js serve "$state/demo" --socket "$state/demo.sock"
+local_dir=${FLASHCSI_STATE:-$PWD/.local}
+mkdir -p "$local_dir" && chmod 700 "$local_dir"
+node_id=${NODE_ID:-$(hostname)}
+echo "flashcsi plugin: CSI socket $local_dir/csi.sock, SnapshotMetadata $local_dir/metadata.sock, state $local_dir/state, node $node_id (Ctrl-C to stop)" >&2
+exec node dist/cmd/flashcsi.js plugin --mode all \
+  --endpoint "unix://$local_dir/csi.sock" \
+  --snapshot-metadata-endpoint "unix://$local_dir/metadata.sock" \
+  --state-dir "$local_dir/state" \
+  --node-id "$node_id"

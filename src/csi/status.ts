@@ -1,8 +1,9 @@
 /**
  * The one place where errors become gRPC status codes. Every domain error (EngineError from
- * src/engine/errors.ts, CsiError from ./errors.ts) is matched by its string `code` through
- * STATUS_BY_CODE; messages are never parsed. The table is typed as a Record over both code unions,
- * so adding a code to either without mapping it here fails the type check.
+ * src/engine/errors.ts, AttachError from src/nbd/attach.ts, CsiError from ./errors.ts, and the
+ * ControlError of a served volume's control socket, which carries engine codes) is matched by
+ * its string `code` through STATUS_BY_CODE; messages are never parsed. The table is typed as a Record over the code unions,
+ * so adding a code to any of them without mapping it here fails the type check.
  *
  * Anything else becomes INTERNAL, except an error that already carries a numeric gRPC status
  * (e.g. a ServiceError from a nested gRPC client call), which passes through, and an AbortError
@@ -10,9 +11,13 @@
  */
 import { status } from '@grpc/grpc-js';
 import type { ErrorCode as EngineErrorCode } from '../engine/errors.js';
+import type { AttachError } from '../nbd/attach.js';
 import type { CsiErrorCode } from './errors.js';
 
-export type DomainErrorCode = EngineErrorCode | CsiErrorCode;
+/** Codes of the node's attach step (src/nbd/attach.ts). */
+export type AttachErrorCode = AttachError['code'];
+
+export type DomainErrorCode = EngineErrorCode | CsiErrorCode | AttachErrorCode;
 
 /** Domain error code → gRPC status code. */
 export const STATUS_BY_CODE: Readonly<Record<DomainErrorCode, status>> = Object.freeze({
@@ -38,6 +43,15 @@ export const STATUS_BY_CODE: Readonly<Record<DomainErrorCode, status>> = Object.
   CORRUPT: status.INTERNAL,
   /** The volume is closing (e.g. during shutdown): retryable. */
   CLOSED: status.UNAVAILABLE,
+  // Attach codes (src/nbd/attach.ts).
+  /** No free /dev/nbd* device: the node has no room for another volume. */
+  NO_DEVICE: status.RESOURCE_EXHAUSTED,
+  /** The device is still mounted. */
+  BUSY: status.FAILED_PRECONDITION,
+  /** A device, process or mount did not come up or go away in time; the CO retries. */
+  TIMEOUT: status.DEADLINE_EXCEEDED,
+  /** nbd-client, nbdfuse, losetup or fusermount3 failed. */
+  COMMAND_FAILED: status.INTERNAL,
 });
 
 export interface GrpcStatus {

@@ -513,7 +513,7 @@ export interface NodeExpandVolumeArgs {
 export function validateNodeExpandVolumeRequest(req: NodeExpandVolumeRequest__Output): NodeExpandVolumeArgs {
   return {
     volumeId: validateVolumeId(req.volume_id),
-    volumePath: validatePath(req.volume_path, 'volume_path'),
+    volumePath: validateVolumePath(req.volume_path),
     stagingTargetPath: req.staging_target_path ? validatePath(req.staging_target_path, 'staging_target_path') : undefined,
     capacity: parseCapacityRange(req.capacity_range),
     capability: req.volume_capability ? parseVolumeCapability(req.volume_capability) : undefined,
@@ -521,5 +521,17 @@ export function validateNodeExpandVolumeRequest(req: NodeExpandVolumeRequest__Ou
 }
 
 export function validateNodeGetVolumeStatsRequest(req: NodeGetVolumeStatsRequest__Output): { readonly volumeId: string; readonly volumePath: string } {
-  return { volumeId: validateVolumeId(req.volume_id), volumePath: validatePath(req.volume_path, 'volume_path') };
+  return { volumeId: validateVolumeId(req.volume_id), volumePath: validateVolumePath(req.volume_path) };
+}
+
+/**
+ * `volume_path` of NodeGetVolumeStats and NodeExpandVolume: required (INVALID_ARGUMENT when
+ * missing), but a path that is not absolute is NOT_FOUND rather than malformed: the spec's code
+ * for "the volume does not exist on the specified volume_path", and no volume can be at a
+ * relative path.
+ */
+export function validateVolumePath(value: string | null | undefined): string {
+  const path = requireString(value, 'volume_path');
+  if (!path.startsWith('/') || path.includes('\0')) throw new CsiError(CsiErrorCode.NotFound, `no volume at ${JSON.stringify(path)} (volume_path must be absolute)`);
+  return path;
 }

@@ -4,6 +4,8 @@ import { status } from '@grpc/grpc-js';
 import { EngineError, ErrorCode } from '../../src/engine/errors.js';
 import { CsiError, CsiErrorCode, OperationInFlightError } from '../../src/csi/errors.js';
 import { STATUS_BY_CODE, statusName, toGrpcStatus } from '../../src/csi/status.js';
+import { AttachError } from '../../src/nbd/attach.js';
+import { ControlError } from '../../src/nbd/control.js';
 
 describe('toGrpcStatus', () => {
   const engineCases: Array<[keyof typeof ErrorCode, status]> = [
@@ -36,6 +38,23 @@ describe('toGrpcStatus', () => {
       assert.equal(st.details, `m-${key}`);
     });
   }
+
+  for (const [code, expected] of [
+    ['NO_DEVICE', status.RESOURCE_EXHAUSTED],
+    ['BUSY', status.FAILED_PRECONDITION],
+    ['TIMEOUT', status.DEADLINE_EXCEEDED],
+    ['COMMAND_FAILED', status.INTERNAL],
+    ['INVALID_ARGUMENT', status.INVALID_ARGUMENT],
+  ] as const) {
+    it(`success case - AttachError ${code} → ${status[expected]}`, () => {
+      assert.equal(toGrpcStatus(new AttachError(code, 'm')).code, expected);
+    });
+  }
+
+  it('success case - a ControlError from a served volume maps by its engine code', () => {
+    assert.equal(toGrpcStatus(new ControlError('CHECKPOINT_NOT_FOUND', 'gone')).code, status.NOT_FOUND);
+    assert.equal(toGrpcStatus(new ControlError('UNAVAILABLE', 'server gone')).code, status.UNAVAILABLE);
+  });
 
   it('success case - OperationInFlightError → ABORTED', () => {
     assert.equal(toGrpcStatus(new OperationInFlightError('vol')).code, status.ABORTED);

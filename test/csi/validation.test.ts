@@ -23,6 +23,7 @@ import {
   validateNodeStageVolumeRequest,
   validateValidateVolumeCapabilitiesRequest,
   validateVolumeId,
+  validateVolumePath,
 } from '../../src/csi/validation.js';
 
 const mount = (mode: string, fs_type = ''): VolumeCapability__Output =>
@@ -186,6 +187,10 @@ describe('ids', () => {
 });
 
 describe('other requests', () => {
+  it('success case - volume_path: an absolute path is accepted', () => assert.equal(validateVolumePath('/var/lib/kubelet/pods/x'), '/var/lib/kubelet/pods/x'));
+  it('failure case - volume_path missing → INVALID_ARGUMENT', () => assertCsiError(() => validateVolumePath(''), 'INVALID_ARGUMENT'));
+  it('failure case - volume_path relative → NOT_FOUND (no volume can be there; csi-sanity expects it)', () =>
+    assertCsiError(() => validateVolumePath('some/path'), 'NOT_FOUND'));
   it('success case - DeleteVolume with a malformed id is well-formed=false (handled as already deleted)', () => {
     assert.deepEqual(validateDeleteVolumeRequest({ volume_id: 'x/y', secrets: {} }), { volumeId: 'x/y', wellFormed: false });
     assert.deepEqual(validateDeleteVolumeRequest({ volume_id: 'pvc-1', secrets: {} }), { volumeId: 'pvc-1', wellFormed: true });

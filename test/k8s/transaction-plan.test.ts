@@ -213,8 +213,9 @@ function simulate(seed: number, pvcCount: number, userPlan: 'commit' | 'rollback
       if (rnd() < 0.3) v.frozen = null;
     } else if (r < 0.9) {
       for (const v of w.volumes.values()) if (!v.frozen) v.data++; // the application writes
+      // Pods come and go; eventually they are gone (a rollback waits for that, by design).
       const v = [...w.volumes.values()][Math.floor(rnd() * pvcCount)] as SimVolume;
-      if (rnd() < 0.3) v.attached = !v.attached;
+      if (rnd() < 0.3) v.attached = tick < 1500 && !v.attached;
     } else if (tick >= decideAt && !w.deleted) {
       // The user acts: a spec edit bumps resourceVersion, so a concurrent status write conflicts.
       if (userPlan === 'delete' && rnd() < 0.3) {

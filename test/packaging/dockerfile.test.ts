@@ -100,7 +100,7 @@ describe('Dockerfile (static checks; no Docker engine here)', () => {
     const install = runtime.instructions.find((i) => i.op === 'RUN' && i.args.includes('apt-get install'));
     assert.ok(install, 'runtime installs Debian packages');
     const words = new Set(install.args.split(/\s+/));
-    for (const pkg of ['nbd-client', 'libnbd-bin', 'fuse3', 'e2fsprogs', 'xfsprogs', 'util-linux', 'mount', 'kmod']) {
+    for (const pkg of ['nbd-client', 'libnbd-bin', 'fuse3', 'e2fsprogs', 'xfsprogs', 'util-linux', 'mount', 'kmod', 'tini']) {
       assert.ok(words.has(pkg), `runtime installs ${pkg}`);
     }
     assert.ok(words.has('--no-install-recommends'));
@@ -109,7 +109,7 @@ describe('Dockerfile (static checks; no Docker engine here)', () => {
     assert.equal(users.at(-1)?.args, 'node', 'the image runs as the non-root "node" user by default');
     const entry = runtime.instructions.filter((i) => i.op === 'ENTRYPOINT').at(-1);
     assert.ok(entry);
-    assert.deepEqual(JSON.parse(entry.args) as unknown, ['node', '/app/dist/cmd/flashcsi.js'], 'exec-form entrypoint');
+    assert.deepEqual(JSON.parse(entry.args) as unknown, ['tini', '--', 'node', '/app/dist/cmd/flashcsi.js'], 'exec-form entrypoint, tini as PID 1');
     // The entrypoint's file is produced by the build (npm test builds dist/ before running this).
     assert.ok(existsSync(join(ROOT, 'dist', 'cmd', 'flashcsi.js')), 'dist/cmd/flashcsi.js exists after npm run build');
     const copies = runtime.instructions.filter((i) => i.op === 'COPY').map((i) => i.args);

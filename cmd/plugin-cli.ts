@@ -1,0 +1,69 @@
+/**
+ * `flashcsi plugin --mode all|controller|node --endpoint unix:///PATH --state-dir DIR --node-id NAME`:
+ * the CSI plugin, until SIGTERM or SIGINT, which drain it (running calls finish) and exit. Volumes
+ * staged on this node keep running while it is down; the next start adopts them.
+ */
+import { hostname } from 'node:os';
+import type { Command } from 'commander';
+import { startPlugin } from '../src/csi/plugin.js';
+import { PLUGIN_MODES, type PluginMode } from '../src/csi/server.js';
+import { createLogger } from '../src/log/logger.js';
+
+interface PluginFlags {
+  mode: string;
+  endpoint?: string;
+  stateDir: string;
+  nodeId?: string;
+  snapshotMetadataEndpoint?: string;
+  logLevel: string;
+  maxVolumesPerNode: string;
+  drainTimeout: string;
+}
+
+export function registerPluginCommand(program: Command): void {
+  program
+    .command('plugin')
+    .description('run the CSI plugin (Identity, Controller, GroupController, Node; SnapshotMetadata on its own socket)')
+    .option('--mode <mode>', `which services to serve: ${PLUGIN_MODES.join(', ')}`, 'all')
+    .option('--endpoint <unix:///path>', 'CSI socket (default: $CSI_ENDPOINT)')
+    .requiredOption('--state-dir <dir>', 'state directory: volumes, sockets, stage records, logs')
+    .option('--node-id <name>', 'this node\'s id and topology value (default: $NODE_ID, else the host name)')
+    .option('--snapshot-metadata-endpoint <unix:///path>', 'also serve SnapshotMetadata on this socket')
+    .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
+    .option('--max-volumes-per-node <n>', 'NodeGetInfo.max_volumes_per_node (0 = no limit)', '0')
+    .option('--drain-timeout <ms>', 'how long SIGTERM lets running calls finish', '10000')
+    .action(async (o: PluginFlags) => {
+      if (!(PLUGIN_MODES as readonly string[]).includes(o.mode)) throw new Error(`--mode must be one of ${PLUGIN_MODES.join(', ')}, got ${JSON.stringify(o.mode)}`);
+      const endpoint = o.endpoint ?? process.env['CSI_ENDPOINT'];
+      if (endpoint === undefined || endpoint === '') throw new Error('--endpoint (or $CSI_ENDPOINT) is required');
+      const nodeId = o.nodeId ?? process.env['NODE_ID'] ?? hostname();
+      const maxVolumes = Number(o.maxVolumesPerNode);
+      const drainMs = Number(o.drainTimeout);
+      if (!Number.isSafeInteger(maxVolumes) || maxVolumes < 0) throw new Error('--max-volumes-per-node must be a non-negative integer');
+      if (!Number.isSafeInteger(drainMs) || drainMs < 0) throw new Error('--drain-timeout must be a non-negative number of milliseconds');
+      const logger = createLogger({ level: o.logLevel as 'info', name: 'flashcsi-plugin' });
+      const plugin = await startPlugin({
+        mode: o.mode as PluginMode,
+        endpoint,
+        stateDir: o.stateDir,
+        nodeId,
+        logger,
+        maxVolumesPerNode: maxVolumes,
+        drainTimeoutMs: drainMs,
+        serveLogLevel: o.logLevel,
+        ...(o.snapshotMetadataEndpoint === undefined ? {} : { snapshotMetadataEndpoint: o.snapshotMetadataEndpoint }),
+      });
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string): void => {
+          logger.info({ signal }, 'plugin: draining');
+          plugin.stop().then(resolve, (err: unknown) => {
+            logger.error({ err }, 'plugin: stop failed');
+            process.exitCode = 1;
+            resolve();
+          });
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+    });
+}

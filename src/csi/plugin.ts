@@ -1,0 +1,169 @@
+/**
+ * `flashcsi plugin`: builds the services for a mode, serves them, and runs start-up recovery.
+ *
+ * Start-up, in order: the state directory is created (0700); the gRPC servers start at once, so
+ * Probe answers (not ready) and the capability RPCs work; then, in node modes, every staged volume
+ * is re-adopted (stager.ts `adoptAll`), and in controller modes every volume nobody serves is opened
+ * once so the engine finishes what a crash interrupted and unfinished creates are removed
+ * (volumes.ts `recover`). Only then does Probe report ready; until then every other RPC answers
+ * UNAVAILABLE. If recovery itself fails, the plugin stays not ready and says why in its log.
+ *
+ * stop() drains the gRPC servers (running calls finish, new ones are refused, then a deadline).
+ * It never stops a volume's data-path server or nbdfuse: staged volumes keep working while the
+ * plugin is down, and the next start adopts them.
+ */
+import { componentLogger, type Logger } from '../log/logger.js';
+import { createControllerService } from './controller.js';
+import { CsiError, CsiErrorCode } from './errors.js';
+import { createGroupControllerService } from './group-controller.js';
+import { GroupSnapshots } from './groups.js';
+import { createIdentityService, ReadinessGate } from './identity.js';
+import { InFlight } from './locks.js';
+import { linuxMounter, type Mounter } from './mounter.js';
+import { createNodeService } from './node.js';
+import { serveLauncher, type ServeLauncher } from './serve-process.js';
+import { startCsiServer, startSnapshotMetadataServer, type PluginMode, type RunningServer } from './server.js';
+import { createSnapshotMetadataService } from './snapshot-metadata.js';
+import { NodeStager } from './stager.js';
+import { StateDir } from './state.js';
+import type { AsyncService } from './unary.js';
+import { engineVolumeAccess } from './volume-access.js';
+import { LocalVolumes } from './volumes.js';
+
+export interface PluginOptions {
+  readonly mode: PluginMode;
+  /** `unix:///path/csi.sock`. */
+  readonly endpoint: string;
+  /** `unix:///path/metadata.sock`: serve SnapshotMetadata (with Identity) on this second socket. */
+  readonly snapshotMetadataEndpoint?: string;
+  readonly stateDir: string;
+  readonly nodeId: string;
+  readonly logger: Logger;
+  readonly maxVolumesPerNode?: number;
+  readonly drainTimeoutMs?: number;
+  /** --log-level of the volumes' `flashcsi serve` processes. */
+  readonly serveLogLevel?: string;
+  /** Overrides for tests. */
+  readonly launcher?: ServeLauncher;
+  readonly mounter?: Mounter;
+}
+
+export interface RunningPlugin {
+  readonly socketPath: string;
+  readonly snapshotMetadataSocketPath: string | undefined;
+  /** Resolves when start-up recovery is done and Probe reports ready. */
+  readonly ready: Promise<void>;
+  /** Drains and stops the gRPC servers. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Methods that answer before recovery is done (they do not touch volumes). */
+const ALWAYS_AVAILABLE = /GetCapabilities$|^NodeGetInfo$/;
+
+/** Wraps every method so it answers UNAVAILABLE until the plugin is ready. */
+export function untilReady<S extends object>(service: S, readiness: ReadinessGate): S {
+  const wrapped: Record<string, unknown> = {};
+  const refuse = (): CsiError => new CsiError(CsiErrorCode.Unavailable, `the plugin is starting (${readiness.reason}); retry shortly`);
+  for (const [name, fn] of Object.entries(service) as Array<[string, (...args: unknown[]) => unknown]>) {
+    if (ALWAYS_AVAILABLE.test(name)) wrapped[name] = fn;
+    else if (fn.constructor.name === 'AsyncGeneratorFunction') {
+      wrapped[name] = async function* (...args: unknown[]) {
+        if (!readiness.isReady()) throw refuse();
+        yield* fn(...args) as AsyncIterable<unknown>;
+      };
+    } else {
+      wrapped[name] = async (...args: unknown[]) => {
+        if (!readiness.isReady()) throw refuse();
+        return fn(...args);
+      };
+    }
+  }
+  return wrapped as S;
+}
+
+export async function startPlugin(options: PluginOptions): Promise<RunningPlugin> {
+  const log = componentLogger(options.logger, 'plugin');
+  const state = new StateDir(options.stateDir);
+  await state.init();
+  const readiness = new ReadinessGate();
+  const inflight = new InFlight();
+  const stager = new NodeStager({
+    state,
+    launcher: options.launcher ?? serveLauncher(options.serveLogLevel === undefined ? {} : { logLevel: options.serveLogLevel }),
+    mounter: options.mounter ?? linuxMounter,
+    logger: options.logger,
+  });
+  const volumes = new LocalVolumes({ state, access: engineVolumeAccess, logger: options.logger, node: stager });
+  const groups = new GroupSnapshots({ state, access: engineVolumeAccess, volumes, logger: options.logger });
+  const controllerMode = options.mode !== 'node';
+  const nodeMode = options.mode !== 'controller';
+
+  const identity = createIdentityService({ readiness });
+  const servers: RunningServer[] = [];
+  try {
+    servers.push(
+      await startCsiServer({
+        endpoint: options.endpoint,
+        mode: options.mode,
+        logger: options.logger,
+        ...(options.drainTimeoutMs === undefined ? {} : { drainTimeoutMs: options.drainTimeoutMs }),
+        services: {
+          identity,
+          ...(controllerMode
+            ? {
+                controller: untilReady(createControllerService({ volumes, snapshots: volumes, inflight, nodeId: options.nodeId, node: stager }), readiness),
+                groupController: untilReady(createGroupControllerService({ groups, state, inflight }), readiness),
+              }
+            : {}),
+          ...(nodeMode
+            ? {
+                node: untilReady(
+                  createNodeService({ volumes: stager, inflight, nodeId: options.nodeId, ...(options.maxVolumesPerNode === undefined ? {} : { maxVolumesPerNode: options.maxVolumesPerNode }) }),
+                  readiness,
+                ),
+              }
+            : {}),
+        },
+      }),
+    );
+    if (options.snapshotMetadataEndpoint !== undefined) {
+      servers.push(
+        await startSnapshotMetadataServer({
+          endpoint: options.snapshotMetadataEndpoint,
+          logger: options.logger,
+          ...(options.drainTimeoutMs === undefined ? {} : { drainTimeoutMs: options.drainTimeoutMs }),
+          identity,
+          snapshotMetadata: untilReady(createSnapshotMetadataService({ metadata: volumes, inflight }) as AsyncService<object>, readiness),
+        }),
+      );
+    }
+  } catch (err) {
+    for (const s of servers) await s.stop().catch(() => undefined);
+    throw err;
+  }
+
+  const ready = (async () => {
+    const started = Date.now();
+    readiness.markNotReady('re-adopting staged volumes and recovering volumes');
+    const adoption = nodeMode ? await stager.adoptAll() : undefined;
+    const recovery = controllerMode ? await volumes.recover() : undefined;
+    readiness.markReady();
+    log.info({ durationMs: Date.now() - started, adoption, recovery, mode: options.mode, nodeId: options.nodeId }, 'start-up recovery done; ready');
+  })();
+  ready.catch((err: unknown) => {
+    readiness.markNotReady(`start-up recovery failed: ${err instanceof Error ? err.message : String(err)}`);
+    log.error({ err }, 'start-up recovery failed; the plugin stays not ready');
+  });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    socketPath: servers[0]?.socketPath ?? '',
+    snapshotMetadataSocketPath: servers[1]?.socketPath,
+    ready,
+    stop: () =>
+      (stopping ??= (async () => {
+        await Promise.all(servers.map((s) => s.stop()));
+        log.info('plugin stopped; staged volumes keep running');
+      })()),
+  };
+}
