@@ -223,6 +223,8 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
 
     const plugin = container(spec, 'flashcsi');
     assert.deepEqual(plugin.args, [
+      'supervise',
+      '--',
       'plugin',
       '--mode=all',
       '--endpoint=unix:///csi/csi.sock',
