@@ -24,6 +24,7 @@ import { conditionMessage, paginate, snapshotMessage, volumeMessage } from './re
 import type { AsyncService } from './unary.js';
 import {
   capabilityProblem,
+  chooseCapacity,
   parseVolumeParameters,
   requireString,
   tryParseSnapshotId,
@@ -36,7 +37,7 @@ import {
   validateVolumeId,
   parseSnapshotId,
 } from './validation.js';
-import type { NodeHooks, SnapshotProvider, VolumeProvisioner } from './volumes.js';
+import { CAPACITY_POLICY, type NodeHooks, type SnapshotProvider, type VolumeProvisioner } from './volumes.js';
 
 export interface ControllerServiceOptions {
   readonly volumes: VolumeProvisioner;
@@ -46,6 +47,13 @@ export interface ControllerServiceOptions {
   readonly nodeId: string;
   /** Present when this process also serves the node (decides node_expansion_required for block volumes). */
   readonly node?: NodeHooks;
+  /**
+   * Controller-only mode (beside csi-resizer in the coordinator pod) holds no volumes: volumes live
+   * on their nodes. ControllerExpandVolume for a volume this instance does not hold then answers
+   * with the new size and node_expansion_required, and NodeExpandVolume on the volume's node grows
+   * the volume and its file system.
+   */
+  readonly delegateExpansion?: boolean;
 }
 
 /** RESOURCE_EXHAUSTED unless the requisite topologies (if any) include this node. */
@@ -135,6 +143,9 @@ export function createControllerService(options: ControllerServiceOptions): Asyn
 
     ControllerExpandVolume: async (req) => {
       const args = validateControllerExpandVolumeRequest(req);
+      if (options.delegateExpansion && !(await volumes.getVolume(args.volumeId).then(() => true, () => false))) {
+        return { capacity_bytes: String(chooseCapacity(args.capacity, CAPACITY_POLICY)), node_expansion_required: true };
+      }
       const result = await inflight.run(args.volumeId, () => volumes.expandVolume(args.volumeId, args.capacity));
       const block = args.capability !== undefined ? args.capability.kind === 'block' : (await options.node?.isBlock(args.volumeId)) === true;
       // A file system must be grown by the node; a block device needs nothing more once it shows the new size.

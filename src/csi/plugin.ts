@@ -111,7 +111,10 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
           identity,
           ...(controllerMode
             ? {
-                controller: untilReady(createControllerService({ volumes, snapshots: volumes, inflight, nodeId: options.nodeId, node: stager }), readiness),
+                controller: untilReady(
+                  createControllerService({ volumes, snapshots: volumes, inflight, nodeId: options.nodeId, node: stager, delegateExpansion: options.mode === 'controller' }),
+                  readiness,
+                ),
                 groupController: untilReady(createGroupControllerService({ groups, state, inflight }), readiness),
               }
             : {}),
