@@ -7,7 +7,9 @@ import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { startPlugin } from '../src/csi/plugin.js';
 import { PLUGIN_MODES, type PluginMode } from '../src/csi/server.js';
-import { createLogger } from '../src/log/logger.js';
+import { componentLogger, createLogger } from '../src/log/logger.js';
+import { NodeAgent } from '../src/k8s/agent.js';
+import { Kube, loadKubeConfig } from '../src/k8s/kube.js';
 
 interface PluginFlags {
   mode: string;
@@ -18,6 +20,8 @@ interface PluginFlags {
   logLevel: string;
   maxVolumesPerNode: string;
   drainTimeout: string;
+  agent?: boolean;
+  kubeconfig?: string;
 }
 
 export function registerPluginCommand(program: Command): void {
@@ -32,6 +36,8 @@ export function registerPluginCommand(program: Command): void {
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
     .option('--max-volumes-per-node <n>', 'NodeGetInfo.max_volumes_per_node (0 = no limit)', '0')
     .option('--drain-timeout <ms>', 'how long SIGTERM lets running calls finish', '10000')
+    .option('--agent', 'also run the node agent: carry out VolumeRollbacks and VolumeTransaction steps for this node\'s volumes')
+    .option('--kubeconfig <path>', 'kubeconfig for --agent (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)')
     .action(async (o: PluginFlags) => {
       if (!(PLUGIN_MODES as readonly string[]).includes(o.mode)) throw new Error(`--mode must be one of ${PLUGIN_MODES.join(', ')}, got ${JSON.stringify(o.mode)}`);
       const endpoint = o.endpoint ?? process.env['CSI_ENDPOINT'];
@@ -53,10 +59,16 @@ export function registerPluginCommand(program: Command): void {
         serveLogLevel: o.logLevel,
         ...(o.snapshotMetadataEndpoint === undefined ? {} : { snapshotMetadataEndpoint: o.snapshotMetadataEndpoint }),
       });
+      let agent: NodeAgent | undefined;
+      if (o.agent) {
+        await plugin.ready;
+        agent = new NodeAgent({ kube: new Kube(loadKubeConfig(o.kubeconfig)), log: componentLogger(logger, 'agent'), nodeId, ...plugin.node });
+        await agent.start();
+      }
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           logger.info({ signal }, 'plugin: draining');
-          plugin.stop().then(resolve, (err: unknown) => {
+          Promise.all([agent?.stop(), plugin.stop()]).then(() => resolve(), (err: unknown) => {
             logger.error({ err }, 'plugin: stop failed');
             process.exitCode = 1;
             resolve();

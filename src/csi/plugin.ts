@@ -27,7 +27,7 @@ import { createSnapshotMetadataService } from './snapshot-metadata.js';
 import { NodeStager } from './stager.js';
 import { StateDir } from './state.js';
 import type { AsyncService } from './unary.js';
-import { engineVolumeAccess } from './volume-access.js';
+import { engineVolumeAccess, type VolumeAccess } from './volume-access.js';
 import { LocalVolumes } from './volumes.js';
 
 export interface PluginOptions {
@@ -48,9 +48,19 @@ export interface PluginOptions {
   readonly mounter?: Mounter;
 }
 
+/** What a node agent (src/k8s/agent.ts) needs from the plugin it runs in. */
+export interface NodeAccess {
+  readonly access: VolumeAccess;
+  /** The per-volume in-flight keys the CSI RPCs take. */
+  readonly inflight: InFlight;
+  volumeDir(volumeId: string): string;
+  isStaged(volumeId: string): Promise<boolean>;
+}
+
 export interface RunningPlugin {
   readonly socketPath: string;
   readonly snapshotMetadataSocketPath: string | undefined;
+  readonly node: NodeAccess;
   /** Resolves when start-up recovery is done and Probe reports ready. */
   readonly ready: Promise<void>;
   /** Drains and stops the gRPC servers. Idempotent. */
@@ -162,6 +172,12 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
   return {
     socketPath: servers[0]?.socketPath ?? '',
     snapshotMetadataSocketPath: servers[1]?.socketPath,
+    node: {
+      access: engineVolumeAccess,
+      inflight,
+      volumeDir: (volumeId) => state.volumeDir(volumeId),
+      isStaged: async (volumeId) => (await stager.stagedAt(volumeId)) !== undefined,
+    },
     ready,
     stop: () =>
       (stopping ??= (async () => {

@@ -8,7 +8,7 @@
  * Handles are short-lived: open, act, close. The plugin never keeps a volume open between calls,
  * so NodeStageVolume can always start the volume's server.
  */
-import { Volume, isEngineError, ErrorCode, type CheckpointResult, type Extent } from '../engine/index.js';
+import { Volume, isEngineError, ErrorCode, subscribeEngineEvents, type CheckpointResult, type Extent } from '../engine/index.js';
 import { ControlClient, readServeInfo } from '../nbd/control.js';
 import { CsiError, CsiErrorCode } from './errors.js';
 
@@ -29,12 +29,16 @@ export interface VolumeView {
   readonly transaction: { readonly txid: string; readonly state: string } | null;
 }
 
-/** A volume whose writes are held: cut checkpoints under it, then thaw. */
+/** A volume whose writes are held: cut checkpoints (or begin a transaction) under it, then thaw. */
 export interface FrozenHandle {
   checkpoint(name: string): Promise<CheckpointResult>;
+  begin(txid: string): Promise<void>;
   /** Lets writes through again; idempotent. */
   thaw(): Promise<void>;
 }
+
+/** A transaction participant's steps on a volume (docs/format.md §6.4); each is idempotent. */
+export type TransactionStep = 'begin' | 'prepare' | 'commit' | 'abort';
 
 /** An open volume: local (this process holds the lock) or served (via its control socket). */
 export interface VolumeHandle {
@@ -50,7 +54,14 @@ export interface VolumeHandle {
   changed(from: string, to: string): Promise<Extent[]>;
   /** Copies a checkpoint (or a point-in-time image of the live volume) into a new volume at `dest`. */
   clone(dest: string, checkpoint?: string): Promise<{ readonly size: number }>;
-  freeze(): Promise<FrozenHandle>;
+  /** Holds the volume's writes until thaw(), or until `timeoutMs` passes (served volumes). */
+  freeze(timeoutMs?: number): Promise<FrozenHandle>;
+  transaction(step: TransactionStep, txid: string): Promise<void>;
+  /**
+   * Rolls the volume back to a checkpoint, in place. Only for a volume nobody serves (a mounted
+   * file system must never change under its user): a served one is FAILED_PRECONDITION.
+   */
+  rollback(checkpoint: string, onProgress?: (restoredGrains: number, totalGrains: number) => void): Promise<{ readonly restoredBytes: number }>;
   close(): Promise<void>;
 }
 
@@ -106,11 +117,33 @@ class LocalHandle implements VolumeHandle {
   }
 
   async freeze(): Promise<FrozenHandle> {
+    // The freeze lasts while this process holds the volume open; the caller bounds it.
     const frozen = await this.volume.freeze();
     return {
       checkpoint: (name) => frozen.createCheckpoint(name),
+      begin: async (txid) => {
+        await frozen.begin(txid);
+      },
       thaw: async () => frozen.thaw(),
     };
+  }
+
+  async transaction(step: TransactionStep, txid: string): Promise<void> {
+    await this.volume[step](txid);
+  }
+
+  async rollback(checkpoint: string, onProgress?: (restoredGrains: number, totalGrains: number) => void): Promise<{ restoredBytes: number }> {
+    const dir = this.volume.dir;
+    const stop = onProgress
+      ? subscribeEngineEvents((e) => {
+          if (e.type === 'rollback-progress' && e.dir === dir) onProgress(e.done, e.total);
+        })
+      : () => undefined;
+    try {
+      return await this.volume.rollback(checkpoint);
+    } finally {
+      stop();
+    }
   }
 
   close(): Promise<void> {
@@ -168,18 +201,29 @@ class ServedHandle implements VolumeHandle {
     return this.client.call<{ size: number }>(checkpoint === undefined ? { op: 'clone', dest } : { op: 'clone', dest, checkpoint }, 30 * 60_000);
   }
 
-  async freeze(): Promise<FrozenHandle> {
+  async freeze(timeoutMs?: number): Promise<FrozenHandle> {
     // The freeze belongs to this connection; closing it (or its timeout) thaws.
-    await this.client.call({ op: 'freeze' });
+    await this.client.call(timeoutMs === undefined ? { op: 'freeze' } : { op: 'freeze', timeoutMs });
     let thawed = false;
     return {
       checkpoint: (name) => this.client.call<CheckpointResult>({ op: 'frozen.checkpoint', name }),
+      begin: async (txid) => {
+        await this.client.call({ op: 'frozen.begin', txid });
+      },
       thaw: async () => {
         if (thawed) return;
         thawed = true;
         await this.client.call({ op: 'thaw' });
       },
     };
+  }
+
+  async transaction(step: TransactionStep, txid: string): Promise<void> {
+    await this.client.call({ op: `tx.${step}`, txid });
+  }
+
+  async rollback(): Promise<{ restoredBytes: number }> {
+    throw new CsiError(CsiErrorCode.FailedPrecondition, 'the volume is staged (served over NBD): it can only be rolled back once it is unstaged');
   }
 
   async close(): Promise<void> {
