@@ -33,6 +33,7 @@ import {
   MAX_GRAIN_SHIFT,
   MIN_GRAIN_SHIFT,
   PendingKind,
+  STORE_HEADER_LENGTH,
   TX_HISTORY_LIMIT,
   TxOutcome,
   TxState,
@@ -40,6 +41,7 @@ import {
   type VolumeMeta,
 } from './format.js';
 import { CheckpointStore } from './store.js';
+import { crc32 } from 'node:zlib';
 import { META_FILE, MetaFile } from './meta-file.js';
 import { TokenTable } from './tokens.js';
 import { Gate } from './gate.js';
@@ -299,18 +301,23 @@ export class Volume {
       opened.push(base);
       const baseSync = readOnly ? null : await io.open(path.join(dir, BASE_FILE), 'readwrite-dsync');
       if (baseSync) opened.push(baseSync);
+      await refuseStaleMeta(io, dir, meta);
       if (!readOnly) {
         // A crash between extending the base and recording the new size leaves them apart.
         if ((await base.size()) !== meta.size) await base.truncate(meta.size);
         await removeOrphans(io, dir, meta);
       }
       for (const rec of meta.checkpoints) {
+        const minLength = meta.storeLengths?.get(rec.id);
         const store = await CheckpointStore.open(io, path.join(dir, storeFileName(rec.id)), rec.id, meta.grainShift, {
           verifyTail: meta.dirty,
           writable: !readOnly,
+          ...(minLength === undefined ? {} : { minLength }),
         });
         layers.push({ rec, store });
       }
+      await refuseDamagedTails(layers, base, 1 << meta.grainShift);
+      if (!readOnly) for (const layer of layers) await layer.store.trimTail();
       const volume = new Volume(dir, io, meta, metaFile, layers, base, baseSync, lock, readOnly, meta.dirty);
       if (!readOnly) {
         await volume.persist({ ...meta, dirty: true });
@@ -357,6 +364,14 @@ export class Volume {
       const outcome = tx.state === TxState.Committing ? TxOutcome.Committed : TxOutcome.Aborted;
       await this.removeLayer(this.layerIndexById(tx.checkpointId), (m) => finishTransaction(m, tx.txid, outcome));
       this.recovered.push(`${outcomeName(outcome)} transaction ${tx.txid}`);
+    }
+    // A clone's temporary checkpoint outlives a crash during the copy; nobody can read it any more
+    // (we hold the lock), and left alone it would make every later first write copy a grain.
+    for (const layer of this.layers.filter((l) => l.rec.name.startsWith(CLONE_PREFIX) && (l.rec.flags & CheckpointFlag.Internal) !== 0)) {
+      const i = this.layers.indexOf(layer);
+      if (i > 0) await this.persist({ ...this.meta, pending: { kind: PendingKind.Delete, checkpointId: layer.rec.id } });
+      await this.removeLayer(i);
+      this.recovered.push(`removal of ${layer.rec.name}, the temporary checkpoint of an interrupted clone`);
     }
     // A crash after a transaction ended but before its deferred cuts were made.
     if (!this.meta.tx && this.meta.deferred.length > 0) {
@@ -487,15 +502,10 @@ export class Volume {
     this.checkWritable();
     this.checkRange(offset, data.length, this.meta.size);
     if (data.length === 0) return;
-    await this.gate.enterWrite();
     try {
-      this.checkOpen();
-      await this.copyOnWrite(offset, data.length, 'data');
-      await (opts.fua ? (this.baseSync as IoFile) : this.base).write(data, offset);
+      await this.overwrite(offset, data.length, 'data', () => (opts.fua ? (this.baseSync as IoFile) : this.base).write(data, offset));
     } catch (err) {
       throw fromSystemError(err, `write ${this.dir}`);
-    } finally {
-      this.gate.leaveWrite();
     }
   }
 
@@ -504,13 +514,39 @@ export class Volume {
     this.checkWritable();
     this.checkRange(offset, length, this.meta.size);
     if (length === 0) return;
+    try {
+      await this.overwrite(offset, length, 'zero', async () => {
+        if (opts.noHole) await this.base.zeroRange(offset, length);
+        else await this.base.punchHole(offset, length);
+        if (opts.fua) await this.base.datasync();
+      });
+    } catch (err) {
+      throw fromSystemError(err, `write zeroes ${this.dir}`);
+    }
+  }
+
+  /**
+   * Copies what the newest checkpoint still needs, then runs `change` on the base image.
+   * First try: the copy holds only the read side of the gate (rollback and deletion wait for it;
+   * cuts do not), so a cut does not wait for a copy's fdatasync; the change then holds the write
+   * side and runs if the newest checkpoint has every grain it needs. If a cut came in during the
+   * copy, the second try copies into the new checkpoint holding the write side (the cut that
+   * follows waits for it), so a stream of cuts can never starve a write. Either way the write
+   * lands after every cut whose checkpoint got a copy of its grains.
+   */
+  private async overwrite(offset: number, length: number, kind: 'data' | 'zero', change: () => Promise<void>): Promise<void> {
+    await this.gate.enterRead();
+    try {
+      this.checkOpen();
+      await this.copyOnWrite(offset, length, kind);
+    } finally {
+      this.gate.leaveRead();
+    }
     await this.gate.enterWrite();
     try {
       this.checkOpen();
-      await this.zeroRange(offset, length, opts.noHole ?? false);
-      if (opts.fua) await this.base.datasync();
-    } catch (err) {
-      throw fromSystemError(err, `write zeroes ${this.dir}`);
+      await this.copyOnWrite(offset, length, kind); // nothing to do unless a cut came in meanwhile
+      await change();
     } finally {
       this.gate.leaveWrite();
     }
@@ -559,18 +595,7 @@ export class Volume {
   private async copyOnWrite(offset: number, length: number, kind: 'data' | 'zero'): Promise<void> {
     const newest = this.layers.at(-1);
     if (!newest) return;
-    const G = this.grainSize;
-    const lastCovered = Math.ceil(newest.rec.size / G) - 1;
-    const candidates: number[] = [];
-    const consider = (from: number, to: number): void => {
-      const first = Math.floor(from / G);
-      const last = Math.min(Math.floor((to - 1) / G), lastCovered);
-      for (let g = first; g <= last; g++) {
-        if (!newest.store.has(g) && candidates.at(-1) !== g) candidates.push(g);
-      }
-    };
-    if (kind === 'data') consider(offset, offset + length);
-    else for (const e of await this.baseDataExtents(offset, offset + length)) consider(e.offset, e.offset + e.length);
+    const candidates = await this.uncopied(offset, length, kind);
     if (candidates.length === 0) return;
     await this.tokens.acquire(candidates, () => publish({ type: 'token-wait', dir: this.dir, grains: candidates.length }));
     try {
@@ -579,6 +604,28 @@ export class Volume {
     } finally {
       this.tokens.release(candidates);
     }
+  }
+
+  /**
+   * Grains of the range (ascending) that the newest checkpoint covers but has not copied yet. For
+   * 'zero' changes, grains that are holes in the base are left out: zeroing them changes nothing.
+   */
+  private async uncopied(offset: number, length: number, kind: 'data' | 'zero'): Promise<number[]> {
+    const newest = this.layers.at(-1);
+    if (!newest) return [];
+    const G = this.grainSize;
+    const lastCovered = Math.ceil(newest.rec.size / G) - 1;
+    const grains: number[] = [];
+    const consider = (from: number, to: number): void => {
+      const first = Math.floor(from / G);
+      const last = Math.min(Math.floor((to - 1) / G), lastCovered);
+      for (let g = first; g <= last; g++) {
+        if (!newest.store.has(g) && grains.at(-1) !== g) grains.push(g);
+      }
+    };
+    if (kind === 'data') consider(offset, offset + length);
+    else for (const e of await this.baseDataExtents(offset, offset + length)) consider(e.offset, e.offset + e.length);
+    return grains;
   }
 
   /** Reads grains (ascending) from the base and appends them to a store, durably. */
@@ -1246,7 +1293,10 @@ export class Volume {
   }
 
   private async persist(next: VolumeMeta): Promise<void> {
-    const meta = { ...next, generation: this.meta.generation + 1n };
+    // Each store's durable length goes along: a later open refuses a store found shorter.
+    const kept = new Set(next.checkpoints.map((c) => c.id));
+    const storeLengths = new Map(this.layers.filter((l) => kept.has(l.rec.id)).map((l) => [l.rec.id, l.store.bytes] as const));
+    const meta = { ...next, generation: this.meta.generation + 1n, storeLengths };
     if (!this.metaFile) throw new Error('BUG: metadata update on a read-only volume');
     try {
       await this.metaFile.write(meta);
@@ -1357,6 +1407,56 @@ export async function inspectVolume(dir: string, io: FileIO = nodeFileIO): Promi
     transaction: meta.tx ? { txid: meta.tx.txid, state: txStateNames[meta.tx.state] } : null,
     pending: meta.pending ? (meta.pending.kind === PendingKind.Rollback ? 'rollback' : 'delete') : null,
   };
+}
+
+/**
+ * Refuses metadata older than the data files. A store for a checkpoint id not yet issued
+ * (≥ next_checkpoint_id) is the spare: header only. If one holds batches, a newer generation of
+ * volume.meta recorded that checkpoint and writes were copied into it, so these metadata are a
+ * stale fallback (the newer slot was damaged after it was durable, docs/format.md §2.4): serving
+ * them would give older checkpoints wrong data for the grains copied only into the lost one.
+ */
+async function refuseStaleMeta(io: FileIO, dir: string, meta: VolumeMeta): Promise<void> {
+  for (const name of await io.readdir(dir)) {
+    const m = STORE_PATTERN.exec(name);
+    if (!m || Number(m[1]) < meta.nextCheckpointId) continue;
+    const f = await io.open(path.join(dir, name), 'read');
+    const size = await f.size().finally(() => f.close());
+    if (size > STORE_HEADER_LENGTH) {
+      throw new EngineError(
+        ErrorCode.Corrupt,
+        `${dir}/volume.meta: corrupt metadata (the newest generation is damaged: checkpoint store ${name} holds copied data, but the surviving generation does not know its checkpoint)`,
+      );
+    }
+  }
+}
+
+/**
+ * A store's log may end in a torn batch (a crash during its write): it is dropped. Torn is
+ * verified, not assumed: a store only ever receives a grain's content as the next newer image
+ * (the next checkpoint's, or the live base's) still shows it — copy-on-write appends before the
+ * base is overwritten (docs/format.md §5.1), merges append what the deleted newer checkpoint holds
+ * (kept until the merge is durable). So every dropped entry must still match that image; one that
+ * does not was durable once and has been damaged since, and serving the volume would give its
+ * checkpoint wrong data for that grain.
+ */
+async function refuseDamagedTails(layers: readonly Layer[], base: IoFile, grainSize: number): Promise<void> {
+  const buf = Buffer.alloc(grainSize);
+  for (let k = 0; k < layers.length; k++) {
+    const { store } = layers[k] as Layer;
+    for (const e of store.droppedTail) {
+      const holder = layers.slice(k + 1).find((l) => l.store.has(e.grain));
+      if (holder) await holder.store.read(e.grain, 0, buf);
+      else await base.read(buf, e.grain * grainSize);
+      const same = e.zero ? buf.every((b) => b === 0) : crc32(buf) >>> 0 === e.dataCrc;
+      if (!same) {
+        throw new EngineError(
+          ErrorCode.Corrupt,
+          `${store.path}: corrupt checkpoint store (the batch after its last valid one is damaged, not torn: grain ${e.grain} was copied and has changed since)`,
+        );
+      }
+    }
+  }
 }
 
 /** Deletes store files no checkpoint refers to (a crash between creating and recording one). */
