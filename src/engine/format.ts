@@ -37,6 +37,7 @@ const Section = {
   TxHistory: 3,
   Deferred: 4,
   Pending: 5,
+  StoreLengths: 6,
 } as const;
 const MUST_UNDERSTAND = 0x80000000;
 
@@ -98,12 +99,22 @@ export interface VolumeMeta {
   /** Checkpoints requested while a transaction was open; cut when it completes. */
   readonly deferred: readonly DeferredRecord[];
   readonly pending: PendingOp | null;
+  /**
+   * Bytes of valid batches each checkpoint's store held when this metadata was written (by id).
+   * Stores only grow, so these are lower bounds: a store found shorter lost durable batches.
+   */
+  readonly storeLengths?: ReadonlyMap<number, number>;
 }
 
 export const TX_HISTORY_LIMIT = 32;
 
 function corrupt(file: string, what: string): EngineError {
   return new EngineError(ErrorCode.Corrupt, `${file}: corrupt metadata (${what})`);
+}
+
+/** A damaged checkpoint store: refused, never served. */
+export function corruptStore(file: string, what: string): EngineError {
+  return new EngineError(ErrorCode.Corrupt, `${file}: corrupt checkpoint store (${what})`);
 }
 
 function pad8(n: number): number {
@@ -298,6 +309,17 @@ export function encodeMeta(meta: VolumeMeta): Buffer {
       s.u64(p.checkpointId);
     });
   }
+  const lengths = meta.storeLengths;
+  if (lengths !== undefined && lengths.size > 0) {
+    section(w, Section.StoreLengths, (s) => {
+      s.u32(lengths.size);
+      s.u32(0);
+      for (const [id, length] of lengths) {
+        s.u64(id);
+        s.u64(length);
+      }
+    });
+  }
   section(w, Section.End, () => undefined);
   const total = w.length + 8;
   const out = Buffer.alloc(total);
@@ -340,6 +362,7 @@ export function decodeMeta(buf: Buffer, file: string): VolumeMeta {
   const deferred: DeferredRecord[] = [];
   let tx: TxRecord | null = null;
   let pending: PendingOp | null = null;
+  const storeLengths = new Map<number, number>();
   let sawCheckpoints = false;
   const r = new Reader(buf, headerLength, buf.length - 8, file);
   for (;;) {
@@ -414,6 +437,12 @@ export function decodeMeta(buf: Buffer, file: string): VolumeMeta {
         pending = { kind: kind as PendingKind, checkpointId };
         break;
       }
+      case Section.StoreLengths: {
+        const count = s.u32('store length count');
+        s.u32('reserved');
+        for (let i = 0; i < count; i++) storeLengths.set(s.num('store checkpoint id'), s.num('store length'));
+        break;
+      }
       default:
         if (type & MUST_UNDERSTAND) throw new EngineError(ErrorCode.Corrupt, `${file}: unknown required section ${base}`);
     }
@@ -439,6 +468,7 @@ export function decodeMeta(buf: Buffer, file: string): VolumeMeta {
     history,
     deferred,
     pending,
+    storeLengths,
   };
 }
 
@@ -508,6 +538,14 @@ export function decodeBatchHeader(b: Buffer, sequence: bigint, checkpointId: num
     at += BATCH_ENTRY_LENGTH;
   }
   return entries;
+}
+
+/** A valid batch header of this store with a sequence after `sequence` (so not the torn last one). */
+export function isLaterBatchHeader(b: Buffer, sequence: bigint, checkpointId: number): boolean {
+  if (b.readUInt32BE(0) !== BATCH_MAGIC || b.readBigUInt64BE(16) !== BigInt(checkpointId) || b.readBigUInt64BE(8) <= sequence) return false;
+  const copy = Buffer.from(b.subarray(0, BATCH_HEADER_LENGTH));
+  copy.writeUInt32BE(0, 24);
+  return crc32(copy) >>> 0 === b.readUInt32BE(24);
 }
 
 export { crc32 };

@@ -17,16 +17,21 @@
  *   copied grains, never with the volume's size.
  * - A grain is stored at most once: the first copy is the checkpoint-time content. Duplicates in
  *   a damaged file are ignored (first one wins).
+ * - Damage is refused, never served: the first read of a grain's data in a process checks the whole
+ *   grain against its CRC-32 (then it is trusted), and an open finding fewer valid batches than
+ *   volume.meta last recorded (`minLength`) refuses the store. Both are CORRUPT errors.
  */
 import { EngineError, ErrorCode, fromSystemError } from './errors.js';
 import type { FileIO, IoFile } from './file-io.js';
 import {
   BATCH_HEADER_LENGTH,
+  corruptStore,
   MAX_BATCH_ENTRIES,
   STORE_HEADER_LENGTH,
   checkStoreHeader,
   crc32,
   decodeBatchHeader,
+  isLaterBatchHeader,
   encodeBatchHeader,
   encodeStoreHeader,
   type BatchEntry,
@@ -52,6 +57,8 @@ export interface StoreCounters {
 
 export class CheckpointStore {
   private readonly index = new Map<number, number>();
+  /** CRC-32 of stored grains whose data no read has checked yet (checked ones are dropped). */
+  private readonly unverified = new Map<number, number>();
   private readonly queued = new Set<number>();
   private queue: QueuedAppend[] = [];
   /** The running batch writer, if any. */
@@ -85,26 +92,31 @@ export class CheckpointStore {
 
   /**
    * Opens a store and rebuilds its index by walking the batch headers. With `verifyTail` (after an
-   * unclean shutdown) the last batch's data is checked and the batch dropped if torn. A writable
-   * open truncates anything after the last valid batch.
+   * unclean shutdown) the last batch's data is checked and the batch dropped if torn. A torn batch
+   * is the last thing written, so a valid batch after the end of the log means damage: refused.
+   * Nothing is truncated here (a refused store stays as it was found); a writable open then calls
+   * `trimTail()`.
    */
   static async open(
     io: FileIO,
     path: string,
     checkpointId: number,
     grainShift: number,
-    opts: { verifyTail: boolean; writable: boolean },
+    opts: { verifyTail: boolean; writable: boolean; minLength?: number },
   ): Promise<CheckpointStore> {
     const file = await io.open(path, opts.writable ? 'readwrite' : 'read').catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw corruptStore(path, 'the checkpoint store volume.meta names is missing');
       throw fromSystemError(err, `open checkpoint store ${path}`);
     });
     try {
+      const fileSize = await file.size();
+      if (fileSize < STORE_HEADER_LENGTH) throw corruptStore(path, `truncated to ${fileSize} bytes`);
       const head = Buffer.alloc(STORE_HEADER_LENGTH);
       await file.read(head, 0);
       checkStoreHeader(head, path, checkpointId, grainShift);
       const grainSize = 1 << grainShift;
-      const fileSize = await file.size();
       const store = new CheckpointStore(file, checkpointId, grainSize, STORE_HEADER_LENGTH, 1n);
+      store.fileSize = fileSize;
       const header = Buffer.alloc(BATCH_HEADER_LENGTH);
       let last: { at: number; entries: BatchEntry[] } | null = null;
       for (;;) {
@@ -122,19 +134,38 @@ export class CheckpointStore {
         store.nextSequence++;
       }
       if (last && opts.verifyTail && !(await store.batchDataIntact(last.at, last.entries))) {
-        for (const e of last.entries) store.index.delete(e.grain);
+        for (const e of last.entries) {
+          store.index.delete(e.grain);
+          store.unverified.delete(e.grain);
+        }
         store.tail = last.at;
         store.nextSequence--;
+      } else {
+        for (let at = store.tail + BATCH_HEADER_LENGTH; at + BATCH_HEADER_LENGTH <= fileSize; at += BATCH_HEADER_LENGTH) {
+          await file.read(header, at);
+          if (isLaterBatchHeader(header, store.nextSequence, checkpointId)) {
+            throw corruptStore(path, `the batch at offset ${store.tail} is damaged and valid batches follow it (one at offset ${at})`);
+          }
+        }
       }
-      if (opts.writable && fileSize > store.tail) {
-        await file.truncate(store.tail);
-        await file.datasync();
+      if (opts.minLength !== undefined && store.tail < opts.minLength) {
+        throw corruptStore(path, `${store.tail} bytes of valid batches, but volume.meta recorded ${opts.minLength}: durable batches were lost`);
       }
       return store;
     } catch (err) {
       await file.close().catch(() => undefined);
       throw err instanceof EngineError ? err : fromSystemError(err, `read checkpoint store ${path}`);
     }
+  }
+
+  private fileSize = 0;
+
+  /** Cuts off whatever follows the last valid batch (a torn batch, or a failed write's bytes). */
+  async trimTail(): Promise<void> {
+    if (this.fileSize <= this.tail) return;
+    await this.file.truncate(this.tail);
+    await this.file.datasync();
+    this.fileSize = this.tail;
   }
 
   private async batchDataIntact(at: number, entries: readonly BatchEntry[]): Promise<boolean> {
@@ -153,7 +184,10 @@ export class CheckpointStore {
   private publish(entries: readonly BatchEntry[], dataStart: number): void {
     let offset = dataStart;
     for (const e of entries) {
-      if (!this.index.has(e.grain)) this.index.set(e.grain, e.zero ? ZERO : offset);
+      if (!this.index.has(e.grain)) {
+        this.index.set(e.grain, e.zero ? ZERO : offset);
+        if (!e.zero) this.unverified.set(e.grain, e.dataCrc);
+      }
       if (!e.zero) offset += this.grainSize;
     }
   }
@@ -194,8 +228,17 @@ export class CheckpointStore {
       dest.fill(0);
       return;
     }
+    const crc = this.unverified.get(grain);
     try {
-      await this.file.read(dest, at + within);
+      if (crc === undefined) {
+        await this.file.read(dest, at + within);
+        return;
+      }
+      const data = within === 0 && dest.length === this.grainSize ? dest : Buffer.allocUnsafe(this.grainSize);
+      await this.file.read(data, at);
+      if (crc32(data) >>> 0 !== crc) throw corruptStore(this.path, `grain ${grain} at offset ${at} fails its checksum`);
+      this.unverified.delete(grain);
+      if (data !== dest) data.copy(dest, 0, within, within + dest.length);
     } catch (err) {
       throw fromSystemError(err, `read checkpoint store ${this.path}`);
     }

@@ -6,7 +6,10 @@
  * - every checkpoint image is byte-identical to the volume as it was when the checkpoint was cut;
  * - every acknowledged write (flushed, FUA, or not: the page cache survives a process kill) is
  *   present, and a write in flight at the kill left each 4 KiB page either old or new;
- * - an interrupted rollback, deletion, commit or abort is either complete or never started.
+ * - an interrupted rollback, deletion, commit or abort is either complete or never started;
+ * - checkpoint reads and clones (of a checkpoint, or of the live volume through a temporary
+ *   internal checkpoint) read exactly the model's image, and a clone interrupted by the kill leaves
+ *   no temporary checkpoint behind.
  * Then a new child continues on the same volume. Runs FLASHCSI_CRASH_KILLS kills (default 60).
  */
 import { test } from 'node:test';
@@ -17,7 +20,7 @@ import * as readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Volume } from '../../src/engine/index.js';
 import type { CrashEvent } from './crash-child.js';
-import { KiB, MiB, pattern, seededRandom, tempDir } from './helpers.js';
+import { KiB, MiB, pattern, seededRandom, sha256, tempDir } from './helpers.js';
 
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'crash-child.js');
 const SIZE = 16 * MiB;
@@ -47,6 +50,8 @@ class Model {
         this.live.fill(0, op.at, op.at + op.len);
         break;
       case 'flush':
+      case 'readcp':
+      case 'clone':
         break;
       case 'cut':
         if (deferredCut) this.deferred.push(op.name);
@@ -82,13 +87,23 @@ class Model {
 interface Cycle {
   inflight: Map<number, Op>;
   ready: boolean;
+  /** Checkpoint reads and clones acknowledged, each compared with the model. */
+  reads: number;
 }
 
-type KillAim = 'time' | 'rollback' | 'delete' | 'commit' | 'abort' | 'cut';
+type KillAim = 'time' | 'rollback' | 'delete' | 'commit' | 'abort' | 'cut' | 'clone';
+
+/** What a checkpoint read or clone must have read, from the model at its acknowledgement. */
+function expectedRead(model: Model, op: Extract<Op, { e: 'readcp' } | { e: 'clone' }>): Buffer {
+  if (op.e === 'clone') return op.name === null ? model.live : (model.checkpoints.get(op.name) as Buffer);
+  const image = model.checkpoints.get(op.name);
+  assert.ok(image, `read of unknown checkpoint ${op.name}`);
+  return image.subarray(op.at, op.at + op.len);
+}
 
 async function runChild(dir: string, seed: number, model: Model, aim: KillAim, rnd: () => number): Promise<Cycle> {
   const child = spawn(process.execPath, [CHILD, dir, String(seed)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const cycle: Cycle = { inflight: new Map(), ready: false };
+  const cycle: Cycle = { inflight: new Map(), ready: false, reads: 0 };
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
@@ -107,6 +122,10 @@ async function runChild(dir: string, seed: number, model: Model, aim: KillAim, r
       const op = cycle.inflight.get(ev.id);
       assert.ok(op, `ack for unknown operation ${ev.id}`);
       cycle.inflight.delete(ev.id);
+      if (op.e === 'readcp' || op.e === 'clone') {
+        assert.equal(ev.sha, sha256(expectedRead(model, op)), `${op.e} ${JSON.stringify(op)} read other bytes than the model's image`);
+        cycle.reads++;
+      }
       model.apply(op, ev.deferred ?? false);
     } else {
       cycle.inflight.set(ev.id, ev);
@@ -132,7 +151,7 @@ async function verify(dir: string, model: Model, cycle: Cycle, kill: number): Pr
     const live = await vol.read(0, SIZE);
     const ops = [...cycle.inflight.values()];
     const dataOps = ops.filter((o) => o.e === 'write' || o.e === 'trim');
-    const barrier = ops.find((o) => o.e !== 'write' && o.e !== 'trim');
+    const barrier = ops.find((o) => o.e !== 'write' && o.e !== 'trim' && o.e !== 'readcp');
     // Writes in flight: each page they touch is entirely old or entirely new.
     for (const op of dataOps) {
       if (op.e !== 'write' && op.e !== 'trim') continue;
@@ -198,6 +217,8 @@ function settleBarrier(vol: Volume, model: Model, op: Op, live: Buffer, where: s
     case 'flush':
     case 'write':
     case 'trim':
+    case 'readcp':
+    case 'clone': // its temporary checkpoint, if any, was removed by recovery (the list check shows it)
       break;
   }
 }
@@ -210,19 +231,21 @@ test('SIGKILL at random moments: checkpoints stay exact, acknowledged writes sta
   const model = new Model();
   (await Volume.create(dir, { size: SIZE, grainSize: 16 * KiB })).close();
   const during = new Map<string, number>();
-  const aims: KillAim[] = ['time', 'time', 'rollback', 'delete', 'commit', 'abort', 'cut'];
+  const aims: KillAim[] = ['time', 'time', 'rollback', 'delete', 'commit', 'abort', 'cut', 'clone'];
+  let reads = 0;
   try {
     for (let kill = 1; kill <= kills; kill++) {
       const aim = aims[Math.floor(rnd() * aims.length)] as KillAim;
       const cycle = await runChild(dir, Math.floor(rnd() * 2 ** 30), model, aim, rnd);
+      reads += cycle.reads;
       const what = await verify(dir, model, cycle, kill);
       during.set(what, (during.get(what) ?? 0) + 1);
     }
   } finally {
     t.cleanup();
   }
-  console.log(`crash test: ${kills} SIGKILLs, 0 violations; killed during: ${JSON.stringify(Object.fromEntries(during))}`);
-  for (const op of ['rollback', 'delete']) {
+  console.log(`crash test: ${kills} SIGKILLs, 0 violations; ${reads} checkpoint reads and clones matched the model; killed during: ${JSON.stringify(Object.fromEntries(during))}`);
+  for (const op of ['rollback', 'delete', 'clone']) {
     assert.ok((during.get(op) ?? 0) >= Math.min(3, Math.floor(kills / 20)), `too few kills landed during a ${op}: ${JSON.stringify(Object.fromEntries(during))}`);
   }
 });

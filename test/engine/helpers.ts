@@ -1,11 +1,13 @@
 /** Shared helpers for engine tests: temp dirs, patterned data, and I/O that can be held or failed. */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import fc from 'fast-check';
 import type { Hook, OpInfo } from './instrumented-io.js';
 
-export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `flashcsi-${prefix}-`));
+export function tempDir(prefix: string, parent = os.tmpdir()): { dir: string; cleanup: () => void } {
+  const dir = fs.mkdtempSync(path.join(parent, `flashcsi-${prefix}-`));
   return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
@@ -25,6 +27,10 @@ export function pattern(seed: number, len: number): Buffer {
     b[i] = x & 0xff;
   }
   return b;
+}
+
+export function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
 }
 
 /** A small seeded random generator (mulberry32) returning floats in [0, 1). */
@@ -111,5 +117,19 @@ export class Faults {
 
   clear(): void {
     this.rule = null;
+  }
+}
+
+/**
+ * fc.assert that puts the failing property's own error (fast-check 4 keeps it in `cause`) into
+ * the message, so a failure report shows what was wrong and not only the counterexample.
+ */
+export async function assertProperty<Ts>(property: fc.IAsyncProperty<Ts> | fc.IProperty<Ts>, params: fc.Parameters<Ts>): Promise<void> {
+  try {
+    await fc.assert(property, params);
+  } catch (err) {
+    const cause = (err as { cause?: unknown }).cause;
+    if (cause === undefined) throw err;
+    throw new Error(`${(err as Error).message}\ncaused by: ${cause instanceof Error ? (cause.stack ?? cause.message) : String(cause)}`, { cause: err });
   }
 }
