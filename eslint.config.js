@@ -36,9 +36,26 @@ export default tseslint.config(
       ],
     },
   },
-  layer('engine', ['nbd', 'csi', 'k8s']),
+  // The engine publishes events (src/engine/events.ts) and knows nothing about metrics.
+  layer('engine', ['nbd', 'csi', 'k8s', 'metrics']),
   layer('nbd', ['csi', 'k8s']),
   layer('csi', ['k8s']),
+  // src/metrics is imported by nbd, csi and k8s, and depends on prom-client only.
+  {
+    files: ['src/metrics/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: ['engine', 'nbd', 'csi', 'k8s', 'log'].map((f) => ({
+            group: [`**/${f}/*`, `../${f}/*`],
+            message: `src/metrics must not import from src/${f}: it depends on prom-client only`,
+          })),
+          paths: ['@grpc/grpc-js', '@grpc/proto-loader', '@kubernetes/client-node', 'pino'].map((p) => ({ name: p, message: `src/metrics must not depend on ${p}` })),
+        },
+      ],
+    },
+  },
   {
     files: ['src/**/*.ts'],
     rules: {

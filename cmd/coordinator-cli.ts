@@ -2,12 +2,16 @@
  * `flashcsi coordinator`: runs two-phase commit for VolumeTransactions and validates
  * VolumeRollbacks, while it holds the leader Lease. Exits non-zero when it loses leadership, so
  * its Deployment restarts it as a follower rather than letting two leaders act.
+ * `--metrics-address HOST:PORT` adds a plain-HTTP, read-only /metrics and /healthz endpoint, up
+ * from the start (a follower reports flashcsi_coordinator_leader 0); docs/metrics.md.
  */
 import * as os from 'node:os';
 import type { Command } from 'commander';
 import { createLogger } from '../src/log/logger.js';
 import { Coordinator } from '../src/k8s/coordinator.js';
 import { Kube, loadKubeConfig } from '../src/k8s/kube.js';
+import { CoordinatorMetrics } from '../src/metrics/coordinator.js';
+import { parseListenAddress, startMetricsServer } from '../src/metrics/http.js';
 
 export function registerCoordinatorCommand(program: Command): void {
   program
@@ -17,20 +21,33 @@ export function registerCoordinatorCommand(program: Command): void {
     .option('--namespace <ns>', 'namespace of the leader Lease', process.env.POD_NAMESPACE ?? 'flashcsi-system')
     .option('--lease-name <name>', 'name of the leader Lease', 'flashcsi-coordinator')
     .option('--identity <id>', 'this candidate\'s identity in the Lease', process.env.POD_NAME ?? `${os.hostname()}-${process.pid}`)
+    .option('--lease-duration-seconds <s>', 'how long the leader Lease lasts without a renewal before a standby takes over', '15')
     .option('--no-leader-elect', 'act without leader election (one coordinator only)')
     .option('--log-level <level>', 'log level', 'info')
-    .action(async (o: { kubeconfig?: string; namespace: string; leaseName: string; identity: string; leaderElect: boolean; logLevel: string }) => {
+    .option('--metrics-address <host:port>', 'serve Prometheus /metrics and /healthz over plain HTTP (read-only) on this address; ":9809" = every interface (default: off)')
+    .action(async (o: { kubeconfig?: string; namespace: string; leaseName: string; identity: string; leaseDurationSeconds: string; leaderElect: boolean; logLevel: string; metricsAddress?: string }) => {
+      const metricsAddress = o.metricsAddress === undefined ? undefined : parseListenAddress(o.metricsAddress);
+      const leaseDurationSeconds = Number(o.leaseDurationSeconds);
+      if (!Number.isSafeInteger(leaseDurationSeconds) || leaseDurationSeconds < 2) throw new Error('--lease-duration-seconds must be an integer of at least 2');
       const log = createLogger({ level: o.logLevel as 'info', name: 'flashcsi-coordinator' });
+      const metrics = new CoordinatorMetrics(() => coordinator.phaseCounts());
       const coordinator = new Coordinator({
         kube: new Kube(loadKubeConfig(o.kubeconfig)),
         log,
-        ...(o.leaderElect ? { lease: { namespace: o.namespace, name: o.leaseName, identity: o.identity } } : {}),
+        onDecision: (decision, reason) => metrics.decision(decision, reason),
+        onReconcileError: (kind) => metrics.reconcileError(kind),
+        ...(o.leaderElect ? { lease: { namespace: o.namespace, name: o.leaseName, identity: o.identity, leaseDurationSeconds } } : {}),
       });
+      // Up before the election: a standby answers too (leader 0).
+      const metricsServer =
+        metricsAddress === undefined ? undefined : await startMetricsServer({ address: metricsAddress, render: () => metrics.registry.metrics(), log: log.child({ component: 'metrics' }) });
       let stopping = false;
       const stop = async (code: number): Promise<void> => {
         if (stopping) return;
         stopping = true;
+        metrics.setLeader(false);
         await coordinator.stop();
+        await metricsServer?.close();
         process.exitCode = code;
         // Informer watches keep sockets open; the process is done acting, so leave now.
         setImmediate(() => process.exit(code));
@@ -38,8 +55,10 @@ export function registerCoordinatorCommand(program: Command): void {
       process.once('SIGTERM', () => void stop(0));
       process.once('SIGINT', () => void stop(0));
       const { lost } = await coordinator.start();
+      metrics.setLeader(true);
       process.stdout.write(`${JSON.stringify({ ready: true, identity: o.identity })}\n`);
       await lost;
+      if (stopping) return; // SIGTERM: stop() gave the Lease up, which also resolves `lost`
       log.error({}, 'lost leadership; exiting');
       await stop(1);
     });

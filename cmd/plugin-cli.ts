@@ -2,12 +2,15 @@
  * `flashcsi plugin --mode all|controller|node --endpoint unix:///PATH --state-dir DIR --node-id NAME`:
  * the CSI plugin, until SIGTERM or SIGINT, which drain it (running calls finish) and exit. Volumes
  * staged on this node keep running while it is down; the next start adopts them.
+ * `--metrics-address HOST:PORT` (`:9808` = every interface) adds a plain-HTTP, read-only /metrics
+ * and /healthz endpoint (docs/metrics.md).
  */
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { startPlugin } from '../src/csi/plugin.js';
 import { PLUGIN_MODES, type PluginMode } from '../src/csi/server.js';
 import { componentLogger, createLogger } from '../src/log/logger.js';
+import { parseListenAddress } from '../src/metrics/http.js';
 import { NodeAgent } from '../src/k8s/agent.js';
 import { Kube, loadKubeConfig } from '../src/k8s/kube.js';
 
@@ -22,6 +25,7 @@ interface PluginFlags {
   drainTimeout: string;
   agent?: boolean;
   kubeconfig?: string;
+  metricsAddress?: string;
 }
 
 export function registerPluginCommand(program: Command): void {
@@ -37,6 +41,7 @@ export function registerPluginCommand(program: Command): void {
     .option('--max-volumes-per-node <n>', 'NodeGetInfo.max_volumes_per_node (0 = no limit)', '0')
     .option('--drain-timeout <ms>', 'how long SIGTERM lets running calls finish', '10000')
     .option('--agent', 'also run the node agent: carry out VolumeRollbacks and VolumeTransaction steps for this node\'s volumes')
+    .option('--metrics-address <host:port>', 'serve Prometheus /metrics and /healthz over plain HTTP (read-only) on this address; ":9808" = every interface (default: off)')
     .option('--kubeconfig <path>', 'kubeconfig for --agent (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)')
     .action(async (o: PluginFlags) => {
       if (!(PLUGIN_MODES as readonly string[]).includes(o.mode)) throw new Error(`--mode must be one of ${PLUGIN_MODES.join(', ')}, got ${JSON.stringify(o.mode)}`);
@@ -47,6 +52,7 @@ export function registerPluginCommand(program: Command): void {
       const drainMs = Number(o.drainTimeout);
       if (!Number.isSafeInteger(maxVolumes) || maxVolumes < 0) throw new Error('--max-volumes-per-node must be a non-negative integer');
       if (!Number.isSafeInteger(drainMs) || drainMs < 0) throw new Error('--drain-timeout must be a non-negative number of milliseconds');
+      const metricsAddress = o.metricsAddress === undefined ? undefined : parseListenAddress(o.metricsAddress);
       const logger = createLogger({ level: o.logLevel as 'info', name: 'flashcsi-plugin' });
       const plugin = await startPlugin({
         mode: o.mode as PluginMode,
@@ -57,6 +63,7 @@ export function registerPluginCommand(program: Command): void {
         maxVolumesPerNode: maxVolumes,
         drainTimeoutMs: drainMs,
         serveLogLevel: o.logLevel,
+        ...(metricsAddress === undefined ? {} : { metricsAddress }),
         ...(o.snapshotMetadataEndpoint === undefined ? {} : { snapshotMetadataEndpoint: o.snapshotMetadataEndpoint }),
       });
       let agent: NodeAgent | undefined;

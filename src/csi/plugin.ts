@@ -8,17 +8,24 @@
  * (volumes.ts `recover`). Only then does Probe report ready; until then every other RPC answers
  * UNAVAILABLE. If recovery itself fails, the plugin stays not ready and says why in its log.
  *
+ * With `metricsAddress`, a plain-HTTP, read-only endpoint serves /metrics (the plugin's own metrics
+ * merged with every staged volume's, see metrics.ts) and /healthz (200 once ready), from before
+ * the gRPC servers start.
+ *
  * stop() drains the gRPC servers (running calls finish, new ones are refused, then a deadline).
  * It never stops a volume's data-path server or nbdfuse: staged volumes keep working while the
  * plugin is down, and the next start adopts them.
  */
 import { componentLogger, type Logger } from '../log/logger.js';
+import type { ListenAddress } from '../metrics/http.js';
+import type { AdoptionResult } from '../metrics/plugin.js';
 import { createControllerService } from './controller.js';
 import { CsiError, CsiErrorCode } from './errors.js';
 import { createGroupControllerService } from './group-controller.js';
 import { GroupSnapshots } from './groups.js';
 import { createIdentityService, ReadinessGate } from './identity.js';
 import { InFlight } from './locks.js';
+import { startPluginMetrics, type RunningPluginMetrics } from './metrics.js';
 import { linuxMounter, type Mounter } from './mounter.js';
 import { createNodeService } from './node.js';
 import { serveLauncher, type ServeLauncher } from './serve-process.js';
@@ -43,6 +50,8 @@ export interface PluginOptions {
   readonly drainTimeoutMs?: number;
   /** --log-level of the volumes' `flashcsi serve` processes. */
   readonly serveLogLevel?: string;
+  /** Serve /metrics and /healthz over plain HTTP here (off unless set). */
+  readonly metricsAddress?: ListenAddress;
   /** Overrides for tests. */
   readonly launcher?: ServeLauncher;
   readonly mounter?: Mounter;
@@ -63,6 +72,8 @@ export interface RunningPlugin {
   readonly node: NodeAccess;
   /** Resolves when start-up recovery is done and Probe reports ready. */
   readonly ready: Promise<void>;
+  /** The metrics endpoint, when `metricsAddress` was given. */
+  readonly metrics: RunningPluginMetrics | undefined;
   /** Drains and stops the gRPC servers. Idempotent. */
   stop(): Promise<void>;
 }
@@ -109,6 +120,16 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
   const nodeMode = options.mode !== 'controller';
 
   const identity = createIdentityService({ readiness });
+  const metrics =
+    options.metricsAddress === undefined
+      ? undefined
+      : await startPluginMetrics({
+          address: options.metricsAddress,
+          state,
+          logger: componentLogger(options.logger, 'metrics'),
+          health: () => (readiness.isReady() ? { ok: true, message: 'ok' } : { ok: false, message: `not ready: ${readiness.reason}` }),
+        });
+  const callObserver = metrics === undefined ? {} : { callObserver: metrics.metrics.calls };
   const servers: RunningServer[] = [];
   try {
     servers.push(
@@ -116,6 +137,7 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
         endpoint: options.endpoint,
         mode: options.mode,
         logger: options.logger,
+        ...callObserver,
         ...(options.drainTimeoutMs === undefined ? {} : { drainTimeoutMs: options.drainTimeoutMs }),
         services: {
           identity,
@@ -144,6 +166,7 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
         await startSnapshotMetadataServer({
           endpoint: options.snapshotMetadataEndpoint,
           logger: options.logger,
+          ...callObserver,
           ...(options.drainTimeoutMs === undefined ? {} : { drainTimeoutMs: options.drainTimeoutMs }),
           identity,
           snapshotMetadata: untilReady(createSnapshotMetadataService({ metadata: volumes, inflight }) as AsyncService<object>, readiness),
@@ -152,6 +175,7 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
     }
   } catch (err) {
     for (const s of servers) await s.stop().catch(() => undefined);
+    await metrics?.stop().catch(() => undefined);
     throw err;
   }
 
@@ -161,6 +185,17 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
     const adoption = nodeMode ? await stager.adoptAll() : undefined;
     const recovery = controllerMode ? await volumes.recover() : undefined;
     readiness.markReady();
+    if (metrics !== undefined) {
+      const count = (ids: readonly string[] | undefined): number => ids?.length ?? 0;
+      const counts: Record<AdoptionResult, number> = {
+        adopted: count(adoption?.adopted),
+        restarted: count(adoption?.restarted),
+        abnormal: count(adoption?.abnormal),
+        cleaned: count(adoption?.cleaned),
+      };
+      metrics.metrics.setAdoption(counts);
+      metrics.metrics.setReady(true);
+    }
     log.info({ durationMs: Date.now() - started, adoption, recovery, mode: options.mode, nodeId: options.nodeId }, 'start-up recovery done; ready');
   })();
   ready.catch((err: unknown) => {
@@ -179,9 +214,11 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
       isStaged: async (volumeId) => (await stager.stagedAt(volumeId)) !== undefined,
     },
     ready,
+    metrics,
     stop: () =>
       (stopping ??= (async () => {
         await Promise.all(servers.map((s) => s.stop()));
+        await metrics?.stop();
         log.info('plugin stopped; staged volumes keep running');
       })()),
   };

@@ -26,6 +26,7 @@ import { createConnection } from 'node:net';
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
 import { componentLogger, type Logger } from '../log/logger.js';
+import type { CallObserver } from '../metrics/csi.js';
 import type { ControllerHandlers } from './generated/csi/v1/Controller.js';
 import type { GroupControllerHandlers } from './generated/csi/v1/GroupController.js';
 import type { IdentityHandlers } from './generated/csi/v1/Identity.js';
@@ -62,6 +63,8 @@ export interface ServerOptions {
   readonly drainTimeoutMs?: number;
   /** Methods logged at debug level (see unary.ts); Probe unless set. */
   readonly quietMethods?: ReadonlySet<string>;
+  /** Told of every finished call (metrics; see unary.ts). */
+  readonly callObserver?: CallObserver;
 }
 
 export interface CsiServerOptions extends ServerOptions {
@@ -154,6 +157,7 @@ async function startServer(options: ServerOptions, logger: Logger, registrations
   const adapterOptions: AdapterOptions = {
     logger: componentLogger(options.logger, 'csi'),
     ...(options.quietMethods === undefined ? {} : { quietMethods: options.quietMethods }),
+    ...(options.callObserver === undefined ? {} : { observer: options.callObserver }),
   };
   const server = new Server();
   for (const r of registrations) server.addService(r.definition, adaptService(r.definition, r.service, adapterOptions));

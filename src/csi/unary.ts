@@ -10,12 +10,14 @@
  * Each call is logged once when it ends, with method, duration, status code and the request with
  * secrets stripped (./sanitize.ts). Probe runs every few seconds, so it is logged at debug level.
  * Errors the client caused (INVALID_ARGUMENT, NOT_FOUND, …) log at warn; INTERNAL, UNKNOWN and
- * failures inside the adapter log at error.
+ * failures inside the adapter log at error. With an `observer` (metrics), every call is also counted
+ * there, with its method, status code and duration.
  */
 import { once } from 'node:events';
 import { status, type Metadata, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../log/logger.js';
+import type { CallObserver } from '../metrics/csi.js';
 import { sanitizeForLog } from './sanitize.js';
 import { statusName, toGrpcStatus, type GrpcStatus } from './status.js';
 
@@ -51,6 +53,8 @@ export interface AdapterOptions {
   readonly logger: Logger;
   /** Methods logged at debug level when they succeed (full paths). Probe unless set. */
   readonly quietMethods?: ReadonlySet<string>;
+  /** Told of every finished call (metrics). */
+  readonly observer?: CallObserver;
 }
 
 export const DEFAULT_QUIET_METHODS: ReadonlySet<string> = new Set(['/csi.v1.Identity/Probe']);
@@ -90,6 +94,7 @@ function beginCall(method: string, call: CallLike, options: AdapterOptions) {
   const finish = (outcome: { status: GrpcStatus; err?: unknown; extra?: Record<string, unknown> } | { ok: true; response?: unknown; extra?: Record<string, unknown> }): void => {
     call.removeListener('cancelled', onCancelled);
     const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+    options.observer?.observeCall(method, 'ok' in outcome ? 'OK' : statusName(outcome.status.code), durationMs / 1000);
     const base = { durationMs, req: sanitizeForLog(call.request), ...outcome.extra };
     if ('ok' in outcome) {
       const record = { ...base, code: 'OK' };

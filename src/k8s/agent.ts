@@ -91,6 +91,10 @@ export class NodeAgent {
       log,
       selector,
     );
+    // Events of the initial list arrive before the cache is assigned (and are ignored by
+    // reconcile): queue every object again now, or a participant that is waiting for this agent
+    // (e.g. one told to Commit while the agent was down) would never be acted on.
+    for (const p of this.participants.list()) q.add(`p/${p.metadata.namespace ?? ''}/${p.metadata.name}`);
     this.rollbacks = await watch<Rollback>(
       kube.config,
       path(VolumeRollbackResource),
@@ -100,6 +104,7 @@ export class NodeAgent {
       },
       log,
     );
+    for (const r of this.rollbacks.list()) if (r.status?.node === nodeId) q.add(`r/${r.metadata.namespace ?? ''}/${r.metadata.name}`);
     log.info({ nodeId }, 'agent: running');
   }
 
@@ -112,6 +117,8 @@ export class NodeAgent {
 
   private async reconcile(key: string): Promise<{ requeueAfterMs?: number } | undefined> {
     const [kind, ns = '', name = ''] = key.split('/');
+    // Not started yet: start() queues every object once its cache is there.
+    if ((kind === 'p' && !this.participants) || (kind === 'r' && !this.rollbacks)) return undefined;
     try {
       if (kind === 'p') {
         const p = this.participants?.get(name, ns);
@@ -262,6 +269,12 @@ export class NodeAgent {
    * otherwise reports why it waits and looks again later.
    */
   private async whenDetached(volumeId: string, act: () => Promise<void>, waiting: (why: string) => Promise<void>): Promise<{ requeueAfterMs: number } | undefined> {
+    const why = `the volume is staged on node ${this.opts.nodeId}: waiting for every pod using it to stop (a mounted file system never changes under its user)`;
+    // Look first without the key, so waiting never makes a kubelet call find the volume busy.
+    if (await this.opts.isStaged(volumeId)) {
+      await waiting(why);
+      return { requeueAfterMs: this.recheckMs };
+    }
     let release: (() => void) | undefined;
     try {
       release = this.opts.inflight.acquire(volumeId);
@@ -269,8 +282,9 @@ export class NodeAgent {
       return { requeueAfterMs: 1_000 }; // a CSI call is working on the volume right now
     }
     try {
+      // Holding the key now: NodeStageVolume cannot slip in between this check and the rollback.
       if (await this.opts.isStaged(volumeId)) {
-        await waiting(`the volume is staged on node ${this.opts.nodeId}: waiting for every pod using it to stop (a mounted file system never changes under its user)`);
+        await waiting(why);
         return { requeueAfterMs: this.recheckMs };
       }
       await act();

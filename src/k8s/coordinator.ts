@@ -18,6 +18,8 @@ import {
   VolumeSnapshotResource,
   VolumeTransactionResource,
   type Resource,
+  type RollbackPhase,
+  type TransactionPhase,
   type VolumeRollback,
   type VolumeTransaction,
   type VolumeTransactionParticipant,
@@ -34,10 +36,14 @@ export interface CoordinatorOptions {
   readonly kube: Kube;
   readonly log: Logger;
   /** Leader election; omitted → act at once (a single coordinator, as in tests). */
-  readonly lease?: { readonly namespace: string; readonly name: string; readonly identity: string };
+  readonly lease?: { readonly namespace: string; readonly name: string; readonly identity: string; readonly leaseDurationSeconds?: number };
   readonly limits?: TransactionLimits;
   /** Called with every phase a transaction or rollback reaches (metrics). */
   readonly onPhase?: (kind: 'VolumeTransaction' | 'VolumeRollback', phase: string) => void;
+  /** Called when this coordinator records a transaction's decision (metrics). */
+  readonly onDecision?: (decision: string, reason: string) => void;
+  /** Called when a reconcile fails and will be retried (metrics). */
+  readonly onReconcileError?: (kind: 'VolumeTransaction' | 'VolumeRollback') => void;
 }
 
 interface VolumeSnapshot extends KubernetesObject {
@@ -105,7 +111,10 @@ export class Coordinator {
     }
     this.queue = new WorkQueue(
       (k) => this.reconcile(k),
-      (k, err) => log.warn({ key: k, err: err instanceof Error ? err.message : String(err) }, 'reconcile failed; retrying'),
+      (k, err) => {
+        log.warn({ key: k, err: err instanceof Error ? err.message : String(err) }, 'reconcile failed; retrying');
+        this.opts.onReconcileError?.(k.startsWith('vt/') ? 'VolumeTransaction' : 'VolumeRollback');
+      },
     );
     const q = this.queue;
     const kc = kube.config;
@@ -167,6 +176,16 @@ export class Coordinator {
     await this.leadership?.stop();
   }
 
+  /** VolumeTransactions and VolumeRollbacks by phase, from the informer caches; null until this coordinator leads. */
+  phaseCounts(): { transactions: Record<TransactionPhase, number>; rollbacks: Record<RollbackPhase, number> } | null {
+    if (this.caches === null) return null;
+    const transactions: Record<TransactionPhase, number> = { Pending: 0, Open: 0, Preparing: 0, Committed: 0, RollingBack: 0, RolledBack: 0, Failed: 0 };
+    const rollbacks: Record<RollbackPhase, number> = { Pending: 0, WaitingForDetach: 0, RollingBack: 0, Completed: 0, Failed: 0 };
+    for (const vt of this.caches.vt.list()) transactions[vt.status?.phase ?? 'Pending']++;
+    for (const vr of this.caches.vr.list()) rollbacks[vr.status?.phase ?? 'Pending']++;
+    return { transactions, rollbacks };
+  }
+
   private claim(ns: string, name: string): ClaimView {
     const caches = this.caches as Caches;
     const pvc = caches.pvc.get(name, ns);
@@ -176,7 +195,10 @@ export class Coordinator {
 
   private async reconcile(k: string): Promise<{ requeueAfterMs?: number } | undefined> {
     const [kind, ns = '', name = ''] = k.split('/');
-    const caches = this.caches as Caches;
+    // Events of the informers' initial lists arrive before every cache is there; start() queues
+    // every transaction and rollback once they all are.
+    if (!this.caches) return undefined;
+    const caches = this.caches;
     if (kind === 'vt') {
       const vt = caches.vt.get(name, ns);
       if (!vt) return undefined;
@@ -185,6 +207,9 @@ export class Coordinator {
       const plan = planTransaction({ vt, participants, claims, now: new Date(), ...(this.opts.limits ? { limits: this.opts.limits } : {}) });
       const done = await this.execute(VolumeTransactionResource, vt, Annotation.Transaction, plan.steps, (s) => this.transactionStep(ns, s));
       if (done && vt.status?.phase) this.opts.onPhase?.('VolumeTransaction', vt.status.phase);
+      if (done && !vt.status?.decision && this.opts.onDecision) {
+        for (const step of plan.steps) if (step.kind === 'status' && step.status.decision) this.opts.onDecision(step.status.decision, step.status.decisionReason ?? '');
+      }
       return done ? (plan.requeueAfterMs === undefined ? undefined : { requeueAfterMs: plan.requeueAfterMs }) : { requeueAfterMs: 0 };
     }
     const vr = caches.vr.get(name, ns);

@@ -4,7 +4,7 @@
  * leadership as lost as soon as a renewal cannot be confirmed before the lease would expire.
  * Every write is conditional on the Lease's resourceVersion, so two candidates never both win.
  */
-import { ApiException, type V1Lease } from '@kubernetes/client-node';
+import { ApiException, V1MicroTime, type V1Lease } from '@kubernetes/client-node';
 import type { Logger } from '../log/logger.js';
 import type { Kube } from './kube.js';
 
@@ -42,7 +42,9 @@ export function electLeader(kube: Kube, opts: LeaderOptions): Leadership {
   const lost = new Promise<void>((resolve) => (onLost = resolve));
 
   const lease = (existing?: V1Lease): V1Lease => {
-    const now = new Date();
+    // acquireTime and renewTime are MicroTime: the API server refuses milliseconds ("cannot parse
+    // .775Z as .000000"), and V1MicroTime serialises with six fractional digits.
+    const now = new V1MicroTime();
     const holder = existing?.spec?.holderIdentity;
     return {
       apiVersion: 'coordination.k8s.io/v1',
@@ -115,7 +117,7 @@ export function electLeader(kube: Kube, opts: LeaderOptions): Leadership {
         try {
           const existing = await kube.coordination.readNamespacedLease({ name, namespace });
           if (existing.spec?.holderIdentity === identity) {
-            existing.spec.renewTime = new Date(0);
+            existing.spec.renewTime = new V1MicroTime(0);
             existing.spec.holderIdentity = '';
             await kube.coordination.replaceNamespacedLease({ name, namespace, body: existing });
           }

@@ -256,7 +256,8 @@ export function planTransaction(input: TransactionInput): Plan {
   if (st.decision === 'Commit') {
     drive('Commit');
     if (states('Commit').every((s) => s === 'Committed')) {
-      status({ ...st, phase: 'Committed', completionTime: nowIso }, 'Committed', 'every volume committed');
+      // The snapshots that waited are cut now (each volume cuts them as it completes): none waits any more.
+      status({ ...st, phase: 'Committed', completionTime: nowIso, deferredSnapshots: [] }, 'Committed', 'every volume committed');
       for (const pvc of held()) steps.push({ kind: 'releasePvc', pvc });
     } else {
       status({ ...st }, 'Committing', `committing: ${progress(states('Commit'), 'Committed')}`);
@@ -267,7 +268,7 @@ export function planTransaction(input: TransactionInput): Plan {
     drive('Rollback');
     const s = states('Rollback');
     if (s.every((x) => x === 'RolledBack')) {
-      status({ ...st, phase: 'RolledBack', completionTime: nowIso }, 'RolledBack', 'every volume rolled back to the transaction checkpoint');
+      status({ ...st, phase: 'RolledBack', completionTime: nowIso, deferredSnapshots: [] }, 'RolledBack', 'every volume rolled back to the transaction checkpoint');
       for (const pvc of held()) steps.push({ kind: 'releasePvc', pvc });
     } else {
       const detach = pvcs.filter((_, i) => s[i] === 'WaitingForDetach');

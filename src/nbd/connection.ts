@@ -15,6 +15,10 @@
  * is already queued. Memory per connection is thus bounded by budget + one request (≤ 32 MiB
  * payload) + one socket read.
  *
+ * Accounting: with an observer (metrics), each answered request is reported once, with its
+ * latency from the socket read that delivered it (the last read before it was decoded) to its
+ * reply handed to the socket; the observer only adds to preallocated numbers.
+ *
  * Failure containment: every entry point (socket events, export completions) is wrapped; an
  * exception destroys this connection only. Export errors fail the one request with an errno.
  */
@@ -40,6 +44,7 @@ import {
   writeSimpleReply,
 } from './transmission.js';
 import type { BufferPool, Slab } from './slab.js';
+import type { NbdRequestObserver } from '../metrics/nbd.js';
 
 /** Minimal structured logger; a pino logger fits. */
 export interface NbdLogger {
@@ -85,6 +90,11 @@ export interface ConnectionContext {
   readonly slab: Slab;
   /** Recycled large buffers for READ replies and WRITE payloads (shared). */
   readonly pool: BufferPool;
+  /**
+   * Told of every answered request (metrics). It must be cheap: it runs once per request on the
+   * data path. Without it, the only extra work per request is one undefined check.
+   */
+  readonly observer?: NbdRequestObserver;
 }
 
 export type ConnectionPhase = 'handshake' | 'transmission' | 'closing' | 'closed';
@@ -131,6 +141,8 @@ export class NbdConnection {
   private discardLeft = 0;
 
   private inflightRequests = 0;
+  /** performance.now() at the last socket read (kept only with an observer). */
+  private receivedAt = 0;
   private inflightBytesValue = 0;
   private readPaused = false;
   private writeBlocked = false;
@@ -244,6 +256,9 @@ export class NbdConnection {
     if (this.phaseValue === 'closing' || this.phaseValue === 'closed' || this.discReceived) return;
     this.queue.push(chunk);
     if (this.queue.length > this.stats.peakQueuedBytes) this.stats.peakQueuedBytes = this.queue.length;
+    // One clock read per socket read, not per request: a queue-depth-16 client sends requests in
+    // batches, and their latency counts from when they arrived.
+    if (this.ctx.observer !== undefined) this.receivedAt = performance.now();
     this.pump();
   }
 
@@ -395,6 +410,21 @@ export class NbdConnection {
       return;
     }
     this.stats.requests++;
+    const obs = this.ctx.observer;
+    if (obs === undefined) {
+      this.execute(req, payload, 0);
+      return;
+    }
+    const started = this.receivedAt;
+    const inflight = this.inflightRequests;
+    const errors = this.stats.errors;
+    this.execute(req, payload, started);
+    // Answered at once (a no-op, or refused): account for it now; export calls do on completion.
+    if (this.inflightRequests === inflight) obs.observe(req.type, req.length, (performance.now() - started) / 1000, this.stats.errors === errors);
+  }
+
+  /** Validates a request and calls the export, or answers at once. `started`: performance.now() of the socket read that delivered it (0 without an observer). */
+  private execute(req: Request, payload: Buffer | undefined, started: number): void {
     const neg = this.neg as Negotiated;
     const err = this.shuttingDown ? Errno.ESHUTDOWN : validateRequest(req, neg);
     if (err !== 0) {
@@ -416,6 +446,7 @@ export class NbdConnection {
         const into = frame.subarray(hdr);
         return this.run(
           req,
+          started,
           length,
           () => exp.read(offset, length, into),
           (data) => this.replyRead(req, frame, into, data),
@@ -428,6 +459,7 @@ export class NbdConnection {
         if (length === 0) return this.replyOk(req);
         return this.run(
           req,
+          started,
           length,
           () => exp.write(offset, payload as Buffer, fua),
           () => this.replyOk(req),
@@ -435,24 +467,25 @@ export class NbdConnection {
           () => this.ctx.pool.release(payload as Buffer),
         );
       case Cmd.Flush:
-        return this.run(req, 0, () => exp.flush(), () => this.replyOk(req));
+        return this.run(req, started, 0, () => exp.flush(), () => this.replyOk(req));
       case Cmd.Trim:
         if (length === 0) return this.replyOk(req);
-        return this.run(req, 0, () => exp.trim(offset, length, fua), () => this.replyOk(req));
+        return this.run(req, started, 0, () => exp.trim(offset, length, fua), () => this.replyOk(req));
       case Cmd.WriteZeroes: {
         const fastZero = (req.flags & CmdFlag.FastZero) !== 0;
         if (fastZero && !exp.fastZero) return this.replyError(req, Errno.ENOTSUP, 'zeroing is not fast');
         if (length === 0) return this.replyOk(req);
         const opts = { fua, noHole: (req.flags & CmdFlag.NoHole) !== 0, fastZero };
-        return this.run(req, 0, () => exp.writeZeroes(offset, length, opts), () => this.replyOk(req));
+        return this.run(req, started, 0, () => exp.writeZeroes(offset, length, opts), () => this.replyOk(req));
       }
       case Cmd.Cache:
         if (length === 0 || exp.cache === undefined) return this.replyOk(req);
-        return this.run(req, 0, () => (exp.cache as NonNullable<NbdExport['cache']>).call(exp, offset, length), () => this.replyOk(req));
+        return this.run(req, started, 0, () => (exp.cache as NonNullable<NbdExport['cache']>).call(exp, offset, length), () => this.replyOk(req));
       case Cmd.BlockStatus: {
         const reqOne = (req.flags & CmdFlag.ReqOne) !== 0;
         return this.run(
           req,
+          started,
           0,
           () => exp.blockStatus(offset, length),
           (extents) => this.out(encodeBlockStatus(req.cookie, META_BASE_ALLOCATION_ID, normaliseExtents(extents, length, reqOne))),
@@ -468,20 +501,27 @@ export class NbdConnection {
    * Runs one export call with accounting; replies on completion. `settled(ok)` runs after the
    * reply was handed to the socket (ok) or the error reply was sent (!ok).
    */
-  private run<T>(req: Request, bytes: number, call: () => Promise<T>, onOk: (v: T) => void, settled?: (ok: boolean) => void): void {
+  private run<T>(req: Request, started: number, bytes: number, call: () => Promise<T>, onOk: (v: T) => void, settled?: (ok: boolean) => void): void {
     this.inflightRequests++;
     this.inflightBytesValue += bytes;
     if (this.inflightBytesValue > this.stats.peakInflightBytes) this.stats.peakInflightBytes = this.inflightBytesValue;
     callExport(call).then(
-      (v) => this.complete(bytes, () => onOk(v), settled, true),
-      (err: unknown) => this.complete(bytes, () => this.replyExportError(req, err), settled, false),
+      (v) => this.complete(req, started, bytes, () => onOk(v), settled, true),
+      (err: unknown) => this.complete(req, started, bytes, () => this.replyExportError(req, err), settled, false),
     );
   }
 
-  private complete(bytes: number, reply: () => void, settled: ((ok: boolean) => void) | undefined, ok: boolean): void {
+  private complete(req: Request, started: number, bytes: number, reply: () => void, settled: ((ok: boolean) => void) | undefined, ok: boolean): void {
     this.inflightRequests--;
     this.inflightBytesValue -= bytes;
-    this.guard(reply);
+    const obs = this.ctx.observer;
+    if (obs === undefined) this.guard(reply);
+    else {
+      // The reply decides success (an export result of the wrong size is answered EIO).
+      const errors = this.stats.errors;
+      this.guard(reply);
+      obs.observe(req.type, req.length, (performance.now() - started) / 1000, this.stats.errors === errors);
+    }
     if (settled !== undefined) this.guard(() => settled(ok));
     this.guard(() => this.afterCompletion());
   }

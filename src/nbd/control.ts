@@ -1,7 +1,7 @@
 /**
  * The control channel of a served volume. `flashcsi serve` holds the volume's lock, so other
  * processes (the CLI, the CSI plugin) ask it to act on the live volume: cut, list or delete
- * checkpoints, run transaction steps, report allocation maps. One JSON request per line, one JSON
+ * checkpoints, run transaction steps, report allocation maps and metrics. One JSON request per line, one JSON
  * response per line, over a unix socket created 0600.
  *
  * The server writes `serve.json` into the volume directory (itself 0700) naming its pid and
@@ -47,7 +47,9 @@ export type ControlRequest =
   | { readonly op: 'freeze'; readonly timeoutMs?: number }
   | { readonly op: 'frozen.checkpoint'; readonly name: string }
   | { readonly op: 'frozen.begin'; readonly txid: string }
-  | { readonly op: 'thaw' };
+  | { readonly op: 'thaw' }
+  /** The server's Prometheus metrics, as prom-client's registry.getMetricsAsJSON() (for the plugin's /metrics). */
+  | { readonly op: 'metrics' };
 
 export type ControlResponse = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly code: string; readonly message: string };
 
@@ -81,8 +83,17 @@ function underFreeze(session: Session): FrozenVolume {
   return session.frozen;
 }
 
-async function handle(volume: Volume, req: ControlRequest, session: Session): Promise<unknown> {
+/** What the server answers besides the volume's own operations. */
+export interface ControlExtras {
+  /** Answers `metrics`; without it, `metrics` is UNIMPLEMENTED. */
+  metrics?(): Promise<unknown>;
+}
+
+async function handle(volume: Volume, req: ControlRequest, session: Session, extras: ControlExtras): Promise<unknown> {
   switch (req.op) {
+    case 'metrics':
+      if (extras.metrics === undefined) throw new ControlError('UNIMPLEMENTED', 'this server keeps no metrics');
+      return extras.metrics();
     case 'freeze': {
       if (session.frozen) throw new ControlError('FAILED_PRECONDITION', 'already frozen by this connection');
       session.frozen = await volume.freeze();
@@ -143,7 +154,12 @@ export interface ControlServer {
 }
 
 /** Serves control requests for `volume` on a unix socket at `socketPath` (mode 0600). */
-export async function startControlServer(volume: Volume, socketPath: string, onRequest?: (req: ControlRequest) => void): Promise<ControlServer> {
+export async function startControlServer(
+  volume: Volume,
+  socketPath: string,
+  onRequest?: (req: ControlRequest) => void,
+  extras: ControlExtras = {},
+): Promise<ControlServer> {
   fs.rmSync(socketPath, { force: true });
   const connections = new Set<net.Socket>();
   const server = net.createServer((socket) => {
@@ -155,6 +171,9 @@ export async function startControlServer(volume: Volume, socketPath: string, onR
     });
     socket.on('error', () => socket.destroy());
     const lines = readline.createInterface({ input: socket, crlfDelay: Infinity });
+    // readline re-emits the socket's errors; the socket's own handler deals with them, and an
+    // unhandled 'error' here would kill the server.
+    lines.on('error', () => undefined);
     lines.on('line', (line) => {
       void (async () => {
         let response: ControlResponse;
@@ -163,7 +182,7 @@ export async function startControlServer(volume: Volume, socketPath: string, onR
           const req = JSON.parse(line) as ControlRequest;
           if (typeof req !== 'object' || req === null || typeof req.op !== 'string') throw new ControlError('INVALID_ARGUMENT', 'request must be a JSON object with an "op"');
           onRequest?.(req);
-          response = { ok: true, result: (await handle(volume, req, session)) ?? null };
+          response = { ok: true, result: (await handle(volume, req, session, extras)) ?? null };
         } catch (err) {
           const code = err instanceof ControlError || isEngineError(err) ? err.code : err instanceof SyntaxError ? 'INVALID_ARGUMENT' : 'INTERNAL';
           response = { ok: false, code, message: err instanceof Error ? err.message : String(err) };
@@ -231,7 +250,11 @@ export class ControlClient {
     this.connected.catch(() => undefined); // reported through fail() and call()
     this.socket.on('error', (err: NodeJS.ErrnoException) => this.fail(`cannot reach the volume's server at ${socketPath}: ${err.code ?? err.message}`));
     this.socket.on('close', () => this.fail(`the volume's server at ${socketPath} closed the connection`));
-    readline.createInterface({ input: this.socket, crlfDelay: Infinity }).on('line', (line) => {
+    const lines = readline.createInterface({ input: this.socket, crlfDelay: Infinity });
+    // readline re-emits the socket's errors (ECONNREFUSED from a dead server, say): they are
+    // reported through fail() above; unhandled here, they would kill the calling process.
+    lines.on('error', () => undefined);
+    lines.on('line', (line) => {
       const next = this.waiting.shift();
       try {
         next?.resolve(JSON.parse(line) as ControlResponse);

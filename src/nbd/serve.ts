@@ -4,11 +4,21 @@
  * must not be group/world-writable), answers control requests on a second socket, and announces
  * both in the volume's serve.json. Stopping finishes in-flight requests, flushes, and closes the
  * volume cleanly.
+ *
+ * Metrics: the process keeps its own prom-client registry (NBD requests, bytes and latency by
+ * operation, connections, engine events, checkpoints), every series labelled `volume`, and answers
+ * the control op `metrics` with it; the CSI plugin merges them into its /metrics.
  */
 import * as path from 'node:path';
+import { Registry } from 'prom-client';
 import { Volume } from '../engine/index.js';
 import type { Logger } from '../log/logger.js';
+import { EngineMetrics } from '../metrics/engine.js';
+import { registerCollected } from '../metrics/families.js';
+import { Metric } from '../metrics/names.js';
+import { NbdIoMetrics } from '../metrics/nbd.js';
 import { removeServeInfo, startControlServer, writeServeInfo, type ControlServer, type ServeInfo } from './control.js';
+import { observeEngine } from './engine-metrics.js';
 import { NbdServer, ensurePrivateDir } from './server.js';
 import { VolumeExportProvider } from './volume-export.js';
 
@@ -19,11 +29,15 @@ export interface ServeOptions {
   /** Also listen on TCP: only when explicitly asked for. */
   readonly listen?: { readonly host: string; readonly port: number };
   readonly logger: Logger;
+  /** The `volume` label of this process's metrics; the directory's base name (the CSI volume id) unless set. */
+  readonly volumeLabel?: string;
 }
 
 export interface RunningServe {
   readonly info: ServeInfo;
   readonly volume: Volume;
+  /** This process's metrics (what the control op `metrics` returns). */
+  readonly registry: Registry;
   /** Stops accepting, finishes in-flight requests, flushes, closes the volume. Idempotent. */
   stop(): Promise<void>;
 }
@@ -38,7 +52,16 @@ export async function serveVolume(opts: ServeOptions): Promise<RunningServe> {
   const volume = await Volume.open(opts.dir);
   const recovery = (await volume.info()).recovery;
   if (recovery.completed.length > 0) log.warn({ dir: opts.dir, completed: recovery.completed }, 'serve: finished operations a crash interrupted');
-  const nbd = new NbdServer({ provider: new VolumeExportProvider(volume), logger: log });
+  const label = opts.volumeLabel ?? path.basename(path.resolve(opts.dir));
+  const registry = new Registry();
+  const io = new NbdIoMetrics();
+  const engine = new EngineMetrics(registry);
+  engine.zero(label);
+  const dir = path.resolve(opts.dir);
+  const unobserve = observeEngine(engine, (d) => (d === opts.dir || path.resolve(d) === dir ? label : undefined));
+  const nbd = new NbdServer({ provider: new VolumeExportProvider(volume), logger: log, observer: io });
+  io.register(registry, label, { connections: () => nbd.connections.size, inflight: () => nbd.inflight, accepted: () => nbd.stats.accepted });
+  registerCollected(registry, Metric.checkpoints, () => [{ labels: { volume: label }, value: volume.checkpoints().length }]);
   let control: ControlServer | undefined;
   try {
     await nbd.listenUnix(opts.socket);
@@ -47,7 +70,13 @@ export async function serveVolume(opts: ServeOptions): Promise<RunningServe> {
       const addr = await nbd.listenTcp(opts.listen.host, opts.listen.port);
       listen = `${addr.address}:${addr.port}`;
     }
-    control = await startControlServer(volume, controlSocketPath(opts.socket), (req) => log.info({ op: req.op }, 'serve: control request'));
+    control = await startControlServer(
+      volume,
+      controlSocketPath(opts.socket),
+      // Every scrape asks for metrics: not worth a line at info level each time.
+      (req) => (req.op === 'metrics' ? log.debug({ op: req.op }, 'serve: control request') : log.info({ op: req.op }, 'serve: control request')),
+      { metrics: () => registry.getMetricsAsJSON() },
+    );
     const info: ServeInfo = {
       pid: process.pid,
       socket: opts.socket,
@@ -62,12 +91,14 @@ export async function serveVolume(opts: ServeOptions): Promise<RunningServe> {
     return {
       info,
       volume,
+      registry,
       stop() {
         stopping ??= (async () => {
           removeServeInfo(opts.dir);
           await ctl.close();
           await nbd.close();
           await volume.close();
+          unobserve();
           log.info({ dir: opts.dir }, 'serve: stopped');
         })();
         return stopping;
@@ -77,6 +108,7 @@ export async function serveVolume(opts: ServeOptions): Promise<RunningServe> {
     await control?.close().catch(() => undefined);
     await nbd.close().catch(() => undefined);
     await volume.close().catch(() => undefined);
+    unobserve();
     throw err;
   }
 }

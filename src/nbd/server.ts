@@ -21,6 +21,7 @@ import path from 'node:path';
 import { DEFAULT_LIMITS, NbdConnection, silentLogger, type ConnectionLimits, type NbdLogger } from './connection.js';
 import type { ExportProvider, NbdExport } from './export.js';
 import { BufferPool, Slab } from './slab.js';
+import type { NbdRequestObserver } from '../metrics/nbd.js';
 
 export interface NbdServerOptions {
   readonly provider: ExportProvider;
@@ -29,6 +30,8 @@ export interface NbdServerOptions {
   readonly limits?: Partial<ConnectionLimits>;
   /** Socket buffer high-water mark: write() returns false above it (default 4 MiB). */
   readonly highWaterMark?: number;
+  /** Told of every answered request, on every connection (metrics; see ConnectionContext). */
+  readonly observer?: NbdRequestObserver;
 }
 
 export interface CloseOptions {
@@ -81,6 +84,13 @@ export class NbdServer {
   /** Live connections (for diagnostics and tests). */
   get connections(): ReadonlySet<NbdConnection> {
     return this.conns;
+  }
+
+  /** Requests in flight over every connection. */
+  get inflight(): number {
+    let n = 0;
+    for (const c of this.conns) n += c.inflight;
+    return n;
   }
 
   /** The Unix socket path being served, if any. */
@@ -156,6 +166,7 @@ export class NbdServer {
       isShuttingDown: () => this.shuttingDown,
       slab: this.slab,
       pool: this.pool,
+      ...(this.opts.observer === undefined ? {} : { observer: this.opts.observer }),
     });
     this.conns.add(conn);
     this.stats.accepted++;

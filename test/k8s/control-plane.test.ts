@@ -4,10 +4,14 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   ApiextensionsV1Api,
+  CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
   type KubeConfig,
 } from '@kubernetes/client-node';
+import { Kube } from '../../src/k8s/kube.js';
+import { electLeader } from '../../src/k8s/leader.js';
+import { createLogger } from '../../src/log/logger.js';
 import { applySnapshotCrds, startControlPlane, startSnapshotController, waitFor, type ControlPlane } from './harness.js';
 
 const SNAPSHOT_CRDS = [
@@ -139,5 +143,33 @@ describe('k8s control plane (etcd + kube-apiserver + kube-controller-manager)', 
       throw new Error(`${e instanceof Error ? e.message : String(e)}\n${plane().logs(40)}`, { cause: e });
     });
     assert.equal(phase, 'pv-bind');
+  });
+
+  // src/k8s/leader.ts against the real API server: its Lease's acquireTime and renewTime are
+  // MicroTime, which the API server refuses with millisecond precision (a regression: with a plain
+  // Date every write was a 400 and no coordinator ever led).
+  it('runs flashcsi\'s leader election on a real Lease: one holder, handed over when it steps down', async () => {
+    const kube = new Kube(kc);
+    const log = createLogger({ level: 'silent' });
+    const lease = { namespace: 'default', name: 'smoke-leader', leaseDurationSeconds: 3, retryPeriodMs: 200, log };
+    const a = electLeader(kube, { ...lease, identity: 'candidate-a' });
+    const b = electLeader(kube, { ...lease, identity: 'candidate-b' });
+    try {
+      const within = <T>(p: Promise<T>, what: string): Promise<T> =>
+        Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} within 20 s`)), 20_000).unref())]);
+      const first = await within(Promise.race([a.acquired.then(() => 'candidate-a'), b.acquired.then(() => 'candidate-b')]), 'a candidate leads');
+      const coord = kc.makeApiClient(CoordinationV1Api);
+      const held = await coord.readNamespacedLease({ namespace: 'default', name: 'smoke-leader' });
+      assert.equal(held.spec?.holderIdentity, first);
+      const [leader, other] = first === 'candidate-a' ? [a, b] : [b, a];
+      await leader.stop(); // gives the Lease up
+      await within(other.acquired, 'the other candidate takes over');
+      const next = await coord.readNamespacedLease({ namespace: 'default', name: 'smoke-leader' });
+      assert.notEqual(next.spec?.holderIdentity, first);
+      assert.equal(next.spec?.leaseTransitions, 2);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
   });
 });

@@ -280,3 +280,32 @@ test('2PC plan: atomic outcome, decisions durable before acted on, one begin ins
   console.log(`2PC plan: ${runs} simulated transactions: ${JSON.stringify(Object.fromEntries(outcomes))}`);
   for (const phase of ['Committed', 'RolledBack']) assert.ok([...outcomes.keys()].some((k) => k.endsWith(phase)), `no run reached ${phase}`);
 });
+
+test('a completed transaction shows no snapshot still waiting for it (deferredSnapshots emptied)', () => {
+  const deferred = [{ persistentVolumeClaimName: 'a', checkpoint: 'snapshot-1' }];
+  for (const [decision, action, state, phase] of [
+    ['Commit', 'Commit', 'Committed', 'Committed'],
+    ['Rollback', 'Rollback', 'RolledBack', 'RolledBack'],
+  ] as const) {
+    const vt: VolumeTransaction = {
+      apiVersion: 'flashcsi.io/v1alpha1',
+      kind: 'VolumeTransaction',
+      metadata: { name: 'tx', namespace: 'ns', uid: 'uid-1', generation: 1, resourceVersion: '7', finalizers: [Finalizer.Cleanup] },
+      spec: { persistentVolumeClaims: ['a'], decision },
+      status: { phase: decision === 'Commit' ? 'Preparing' : 'RollingBack', txid: 'uid-1', attempt: 1, decision, deferredSnapshots: deferred },
+    };
+    const participant: VolumeTransactionParticipant = {
+      apiVersion: 'flashcsi.io/v1alpha1',
+      kind: 'VolumeTransactionParticipant',
+      metadata: { name: 'tx-a', namespace: 'ns', resourceVersion: '8' },
+      spec: { transaction: 'tx', txid: attemptTxid('uid-1', 1), attempt: 1, persistentVolumeClaimName: 'a', volumeHandle: 'vol-a', node: 'node-a', action },
+      status: { state, observedAction: action, observedAttempt: 1 },
+    };
+    const claim: ClaimView = { name: 'a', exists: true, deleting: false, bound: true, driver: DRIVER_NAME, volumeHandle: 'vol-a', node: 'node-a', transaction: 'tx', protectedByUs: true };
+    const plan = planTransaction({ vt, participants: [participant], claims: new Map([['a', claim]]), now: new Date(), limits: LIMITS });
+    const status = plan.steps.find((s) => s.kind === 'status');
+    assert.ok(status?.kind === 'status', `a status step (${JSON.stringify(plan.steps)})`);
+    assert.equal(status.status.phase, phase);
+    assert.deepEqual(status.status.deferredSnapshots, [], `${phase}: the snapshots that waited are cut now`);
+  }
+});
