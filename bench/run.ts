@@ -159,7 +159,7 @@ function percentile(sorted: number[], p: number): number {
 /** Cuts CUTS checkpoints while fio writes to the volume; returns each cut's latency in ms. */
 async function cutLatencies(size: number): Promise<number[]> {
   const t = await flashcsi(`cut-${size}`, size);
-  const load = spawn('fio', ['--name=load', '--ioengine=nbd', `--uri=${t.uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', `--size=${Math.min(size, REGION)}`, '--time_based', '--runtime=3600', '--randrepeat=0', '--norandommap'], { stdio: 'ignore' });
+  const load = spawn('fio', ['--name=load', '--ioengine=nbd', `--uri=${t.uri}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', `--size=${Math.min(size, REGION)}`, '--time_based', '--runtime=3600', '--randrepeat=0', '--norandommap'], { stdio: 'ignore', detached: true });
   commands.push(`fio --name=load --ioengine=nbd --uri=${t.uri} --rw=randwrite --bs=4k --iodepth=16 --size=${Math.min(size, REGION)} --time_based --runtime=3600 (background load during the cuts)`);
   const client = new ControlClient(t.control);
   const latencies: number[] = [];
@@ -173,8 +173,9 @@ async function cutLatencies(size: number): Promise<number[]> {
     }
   } finally {
     client.close();
-    load.kill('SIGTERM');
-    await new Promise((r) => load.on('exit', r));
+    const exited = new Promise((r) => load.on('exit', r));
+    process.kill(-(load.pid as number), 'SIGTERM'); // fio's forked job process too
+    await exited;
     await t.stop();
   }
   return latencies.sort((a, b) => a - b);

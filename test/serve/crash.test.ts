@@ -90,7 +90,17 @@ test('SIGKILL serve under fio load: checkpoint exports exact, flushed data prese
         checkpoints.delete(oldest);
       }
       // Load: fio random writes with FLUSH every 16 writes, and markers written then flushed.
-      const fio = spawn('fio', ['--name=load', '--ioengine=nbd', `--uri=${uri()}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', `--size=${FIO_REGION}`, '--fsync=16', '--rate_iops=3000', '--time_based', '--runtime=30', '--randrepeat=0', '--norandommap'], { stdio: 'ignore' });
+      // --thread: fio's job runs in this process, so killing it stops the job too (a forked job
+      // would be orphaned by the SIGKILL below, blocked for ever on its dead parent).
+      const fio = spawn('fio', ['--name=load', '--thread', '--ioengine=nbd', `--uri=${uri()}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', `--size=${FIO_REGION}`, '--fsync=16', '--rate_iops=3000', '--time_based', '--runtime=30', '--randrepeat=0', '--norandommap'], { stdio: 'ignore', detached: true });
+      // fio forks its job process: kill the whole process group, or the job outlives the test.
+      const killFio = (): void => {
+        try {
+          process.kill(-(fio.pid as number), 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      };
       const fioExited = new Promise((resolve) => fio.on('exit', resolve));
       fioRuns++;
       const stopMarkers = { stop: false };
@@ -114,7 +124,7 @@ test('SIGKILL serve under fio load: checkpoint exports exact, flushed data prese
       await serve.exited;
       stopMarkers.stop = true;
       await markerLoop;
-      fio.kill('SIGKILL');
+      killFio();
       await fioExited;
     }
     const serve = await startServe(dir, socket);
