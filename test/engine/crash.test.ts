@@ -227,7 +227,9 @@ test('SIGKILL at random moments: checkpoints stay exact, acknowledged writes sta
   const kills = Number(process.env.FLASHCSI_CRASH_KILLS ?? 60);
   const t = tempDir('crash');
   const dir = path.join(t.dir, 'v');
-  const rnd = seededRandom(Number(process.env.FLASHCSI_SEED ?? Date.now() % 2 ** 31));
+  const seed = Number(process.env.FLASHCSI_SEED ?? Date.now() % 2 ** 31);
+  console.log(`crash test: seed ${seed} (FLASHCSI_SEED reproduces it)`);
+  const rnd = seededRandom(seed);
   const model = new Model();
   (await Volume.create(dir, { size: SIZE, grainSize: 16 * KiB })).close();
   const during = new Map<string, number>();

@@ -92,15 +92,16 @@ describe('coordinator /metrics against a real API server', { timeout: 300_000 },
 
     // Until every object has a phase and the leader's gauges equal the API server's counts.
     const agreed = async (expectTx: number, expectRb: number): Promise<{ tx: Map<string, number>; rb: Map<string, number> } | undefined> => {
+      // Settled first: the coordinator records Pending, then Failed (a PVC is missing), which is final.
+      const listed = (await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: 'volumetransactions' })) as { items: Array<{ status?: { phase?: string } }> };
+      if (!listed.items.every((o) => o.status?.phase !== undefined && o.status.phase !== 'Pending')) return undefined;
       const tx = await phases('volumetransactions');
       const rb = await phases('volumerollbacks');
       const total = (m: Map<string, number>): number => [...m.values()].reduce((a, b) => a + b, 0);
       if (total(tx) !== expectTx || total(rb) !== expectRb) return undefined;
       const f = await scrape('a');
       if (f === undefined || !gaugeMatches(f, 'flashcsi_volume_transactions', tx) || !gaugeMatches(f, 'flashcsi_volume_rollbacks', rb)) return undefined;
-      // Settled: the phases the coordinator set, not only the initial Pending.
-      const listed = (await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: 'volumetransactions' })) as { items: Array<{ status?: { phase?: string } }> };
-      return listed.items.every((o) => o.status?.phase !== undefined) ? { tx, rb } : undefined;
+      return { tx, rb };
     };
     const seen = await waitFor('the leader\'s phase gauges to equal the API server\'s phases', () => agreed(2, 1), { timeoutMs: 60_000, watch: [procs.get('a') as ManagedProcess] });
     assert.equal(seen.tx.get('Failed'), 2, `transactions over missing PVCs fail: ${JSON.stringify([...seen.tx])}`);

@@ -57,7 +57,9 @@ const hashExport = async (uri: string): Promise<string> => sha256(await readExpo
 
 test('SIGKILL serve under fio load: checkpoint exports exact, flushed data present', async () => {
   const kills = Number(process.env.FLASHCSI_NBD_CRASH_KILLS ?? 30);
-  const rnd = seededRandom(Number(process.env.FLASHCSI_SEED ?? Date.now() % 2 ** 31));
+  const seed = Number(process.env.FLASHCSI_SEED ?? Date.now() % 2 ** 31);
+  console.log(`nbd crash test: seed ${seed} (FLASHCSI_SEED reproduces it)`);
+  const rnd = seededRandom(seed);
   const t = tempDir('nbdcrash');
   const dir = path.join(t.dir, 'vol');
   const runDir = path.join(t.dir, 'run');
