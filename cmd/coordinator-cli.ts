@@ -7,11 +7,7 @@
  */
 import * as os from 'node:os';
 import type { Command } from 'commander';
-import { createLogger } from '../src/log/logger.js';
-import { Coordinator } from '../src/k8s/coordinator.js';
-import { Kube, loadKubeConfig } from '../src/k8s/kube.js';
-import { CoordinatorMetrics } from '../src/metrics/coordinator.js';
-import { parseListenAddress, startMetricsServer } from '../src/metrics/http.js';
+import { DEFAULT_LIMITS } from '../src/k8s/transaction-plan.js';
 
 export function registerCoordinatorCommand(program: Command): void {
   program
@@ -23,12 +19,28 @@ export function registerCoordinatorCommand(program: Command): void {
     .option('--identity <id>', 'this candidate\'s identity in the Lease', process.env.POD_NAME ?? `${os.hostname()}-${process.pid}`)
     .option('--lease-duration-seconds <s>', 'how long the leader Lease lasts without a renewal before a standby takes over', '15')
     .option('--no-leader-elect', 'act without leader election (one coordinator only)')
+    .option(
+      '--prepare-timeout-seconds <s>',
+      'how long the volumes of a VolumeTransaction may take to prepare after decision Commit before the decision is Rollback (PrepareTimeout)',
+      String(DEFAULT_LIMITS.prepareTimeoutMs / 1000),
+    )
     .option('--log-level <level>', 'log level', 'info')
     .option('--metrics-address <host:port>', 'serve Prometheus /metrics and /healthz over plain HTTP (read-only) on this address; ":9809" = every interface (default: off)')
-    .action(async (o: { kubeconfig?: string; namespace: string; leaseName: string; identity: string; leaseDurationSeconds: string; leaderElect: boolean; logLevel: string; metricsAddress?: string }) => {
+    .action(async (o: { kubeconfig?: string; namespace: string; leaseName: string; identity: string; leaseDurationSeconds: string; prepareTimeoutSeconds: string; leaderElect: boolean; logLevel: string; metricsAddress?: string }) => {
+      // Loaded here, not at the top: every `flashcsi serve` (one per volume) runs this binary too, and
+      // the Kubernetes client alone would cost each of them tens of MiB.
+      const [{ createLogger }, { Coordinator }, { Kube, loadKubeConfig }, { CoordinatorMetrics }, { parseListenAddress, startMetricsServer }] = await Promise.all([
+        import('../src/log/logger.js'),
+        import('../src/k8s/coordinator.js'),
+        import('../src/k8s/kube.js'),
+        import('../src/metrics/coordinator.js'),
+        import('../src/metrics/http.js'),
+      ]);
       const metricsAddress = o.metricsAddress === undefined ? undefined : parseListenAddress(o.metricsAddress);
       const leaseDurationSeconds = Number(o.leaseDurationSeconds);
       if (!Number.isSafeInteger(leaseDurationSeconds) || leaseDurationSeconds < 2) throw new Error('--lease-duration-seconds must be an integer of at least 2');
+      const prepareTimeoutSeconds = Number(o.prepareTimeoutSeconds);
+      if (!Number.isSafeInteger(prepareTimeoutSeconds) || prepareTimeoutSeconds < 1) throw new Error('--prepare-timeout-seconds must be an integer of at least 1');
       const log = createLogger({ level: o.logLevel as 'info', name: 'flashcsi-coordinator' });
       const metrics = new CoordinatorMetrics(() => coordinator.phaseCounts());
       const coordinator = new Coordinator({
@@ -36,6 +48,7 @@ export function registerCoordinatorCommand(program: Command): void {
         log,
         onDecision: (decision, reason) => metrics.decision(decision, reason),
         onReconcileError: (kind) => metrics.reconcileError(kind),
+        limits: { ...DEFAULT_LIMITS, prepareTimeoutMs: prepareTimeoutSeconds * 1000 },
         ...(o.leaderElect ? { lease: { namespace: o.namespace, name: o.leaseName, identity: o.identity, leaseDurationSeconds } } : {}),
       });
       // Up before the election: a standby answers too (leader 0).

@@ -7,12 +7,8 @@
  */
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
-import { startPlugin } from '../src/csi/plugin.js';
-import { PLUGIN_MODES, type PluginMode } from '../src/csi/server.js';
-import { componentLogger, createLogger } from '../src/log/logger.js';
-import { parseListenAddress } from '../src/metrics/http.js';
-import { NodeAgent } from '../src/k8s/agent.js';
-import { Kube, loadKubeConfig } from '../src/k8s/kube.js';
+import { PLUGIN_MODES, type PluginMode } from '../src/csi/modes.js';
+import type { NodeAgent } from '../src/k8s/agent.js';
 
 interface PluginFlags {
   mode: string;
@@ -52,6 +48,13 @@ export function registerPluginCommand(program: Command): void {
       const drainMs = Number(o.drainTimeout);
       if (!Number.isSafeInteger(maxVolumes) || maxVolumes < 0) throw new Error('--max-volumes-per-node must be a non-negative integer');
       if (!Number.isSafeInteger(drainMs) || drainMs < 0) throw new Error('--drain-timeout must be a non-negative number of milliseconds');
+      // Loaded here, not at the top: every `flashcsi serve` (one per volume) runs this binary too, and
+      // gRPC and the Kubernetes client would cost each of them tens of MiB.
+      const [{ startPlugin }, { componentLogger, createLogger }, { parseListenAddress }] = await Promise.all([
+        import('../src/csi/plugin.js'),
+        import('../src/log/logger.js'),
+        import('../src/metrics/http.js'),
+      ]);
       const metricsAddress = o.metricsAddress === undefined ? undefined : parseListenAddress(o.metricsAddress);
       const logger = createLogger({ level: o.logLevel as 'info', name: 'flashcsi-plugin' });
       const plugin = await startPlugin({
@@ -69,6 +72,7 @@ export function registerPluginCommand(program: Command): void {
       let agent: NodeAgent | undefined;
       if (o.agent) {
         await plugin.ready;
+        const [{ NodeAgent }, { Kube, loadKubeConfig }] = await Promise.all([import('../src/k8s/agent.js'), import('../src/k8s/kube.js')]);
         agent = new NodeAgent({ kube: new Kube(loadKubeConfig(o.kubeconfig)), log: componentLogger(logger, 'agent'), nodeId, ...plugin.node });
         await agent.start();
       }

@@ -34,9 +34,9 @@ import type { NodeHandlers } from './generated/csi/v1/Node.js';
 import type { SnapshotMetadataHandlers } from './generated/csi/v1/SnapshotMetadata.js';
 import { csiProto } from './proto.js';
 import { adaptService, type AdapterOptions, type AsyncService } from './unary.js';
+import type { PluginMode } from './modes.js';
 
-export const PLUGIN_MODES = ['controller', 'node', 'all'] as const;
-export type PluginMode = (typeof PLUGIN_MODES)[number];
+export { PLUGIN_MODES, type PluginMode } from './modes.js';
 
 export type CsiServiceName = 'Identity' | 'Controller' | 'GroupController' | 'Node';
 
