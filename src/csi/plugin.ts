@@ -29,7 +29,7 @@ import { startPluginMetrics, type RunningPluginMetrics } from './metrics.js';
 import { linuxMounter, type Mounter } from './mounter.js';
 import { createNodeService } from './node.js';
 import { serveLauncher, type ServeLauncher } from './serve-process.js';
-import { startCsiServer, startSnapshotMetadataServer, type PluginMode, type RunningServer } from './server.js';
+import { parseUnixEndpoint, startCsiServer, startSnapshotMetadataServer, type PluginMode, type RunningServer } from './server.js';
 import { createSnapshotMetadataService } from './snapshot-metadata.js';
 import { NodeStager } from './stager.js';
 import { StateDir } from './state.js';
@@ -103,6 +103,9 @@ export function untilReady<S extends object>(service: S, readiness: ReadinessGat
 }
 
 export async function startPlugin(options: PluginOptions): Promise<RunningPlugin> {
+  // Refuse a bad endpoint before anything listens (the metrics server starts first).
+  parseUnixEndpoint(options.endpoint);
+  if (options.snapshotMetadataEndpoint !== undefined) parseUnixEndpoint(options.snapshotMetadataEndpoint);
   const log = componentLogger(options.logger, 'plugin');
   const state = new StateDir(options.stateDir);
   await state.init();

@@ -101,8 +101,10 @@ export class EndpointError extends Error {
 
 /** The socket path of a `unix:` endpoint; EndpointError for any other scheme or a relative path. */
 export function parseUnixEndpoint(endpoint: string): string {
-  const m = /^unix:(?:\/\/)?(\/.*)$/.exec(endpoint);
-  if (m?.[1] === undefined) {
+  // unix:///abs or unix:/abs (gRPC's forms); unix://host... names a host, not a path, and is refused.
+  const m = /^unix:(?:\/\/(\/.*)|(\/(?!\/).*))$/.exec(endpoint);
+  const path = m?.[1] ?? m?.[2];
+  if (path === undefined) {
     const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(endpoint)?.[1];
     const why =
       scheme !== undefined && scheme.toLowerCase() !== 'unix'
@@ -110,7 +112,6 @@ export function parseUnixEndpoint(endpoint: string): string {
         : 'it is not a unix socket with an absolute path';
     throw new EndpointError(`invalid CSI endpoint ${JSON.stringify(endpoint)}: ${why}; the endpoint must be unix:///absolute/path/to/csi.sock`);
   }
-  const path = m[1];
   if (!isAbsolute(path) || path.includes('\0')) throw new EndpointError(`invalid CSI endpoint ${JSON.stringify(endpoint)}: bad socket path`);
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
     throw new EndpointError(`CSI endpoint socket path is ${Buffer.byteLength(path)} bytes; unix sockets allow at most ${MAX_SOCKET_PATH_BYTES}`);

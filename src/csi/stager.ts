@@ -203,7 +203,7 @@ export class NodeStager implements NodeVolumes, NodeHooks {
         socketPath: socket,
         exportName: method === 'nbdfuse' ? ATTACH_EXPORT_NAME : '',
         workDir: this.#state.nodeDir(volumeId),
-        logFile: path.join(this.#state.logDir, `${volumeId}.nbdfuse.log`),
+        logFile: this.#state.nbdfuseLogFile(volumeId),
         ...(method === 'nbdfuse' ? { sizeLimit: size } : {}),
       });
       await save({ ...rec, attachment: { method: att.method, device: att.device, ...(att.fuse === undefined ? {} : { fuse: att.fuse }) } });

@@ -167,8 +167,14 @@ export class StateDir {
     return path.join(this.nodeRoot, volumeId);
   }
 
+  /** Log of the volume's `flashcsi serve`. */
   logFile(volumeId: string): string {
     return path.join(this.logDir, `${volumeId}.log`);
+  }
+
+  /** Log of the nbdfuse attaching the volume on this node. */
+  nbdfuseLogFile(volumeId: string): string {
+    return path.join(this.logDir, `${volumeId}.nbdfuse.log`);
   }
 
   /**
@@ -200,10 +206,11 @@ export class StateDir {
     return writeFileAtomic(path.join(this.volumeDir(rec.volumeId), VOLUME_RECORD), `${JSON.stringify(rec, null, 2)}\n`);
   }
 
-  /** Removes a volume's directory and its log. */
+  /** Removes a volume's directory and its logs. */
   async removeVolume(volumeId: string): Promise<void> {
     await fsp.rm(this.volumeDir(volumeId), { recursive: true, force: true });
     await fsp.rm(this.logFile(volumeId), { force: true });
+    await fsp.rm(this.nbdfuseLogFile(volumeId), { force: true });
   }
 
   // ---- node stage records

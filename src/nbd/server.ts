@@ -63,7 +63,8 @@ export interface NbdServerStats {
 
 export class NbdServer {
   readonly stats: NbdServerStats = { accepted: 0, peakConnections: 0 };
-  private readonly server: net.Server;
+  /** One net.Server per address served (the Unix socket, and TCP if asked), all feeding onConnection. */
+  private readonly listeners: net.Server[] = [];
   private readonly conns = new Set<NbdConnection>();
   private readonly slab = new Slab();
   private readonly pool = new BufferPool();
@@ -77,8 +78,13 @@ export class NbdServer {
   constructor(private readonly opts: NbdServerOptions) {
     this.log = opts.logger ?? silentLogger;
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
-    this.server = net.createServer({ highWaterMark: opts.highWaterMark ?? 4 * 1024 * 1024, noDelay: true }, (socket) => this.onConnection(socket));
-    this.server.on('error', (err) => this.log.error({ err: err.message }, 'nbd: server error'));
+  }
+
+  private newListener(): net.Server {
+    const server = net.createServer({ highWaterMark: this.opts.highWaterMark ?? 4 * 1024 * 1024, noDelay: true }, (socket) => this.onConnection(socket));
+    server.on('error', (err) => this.log.error({ err: err.message }, 'nbd: server error'));
+    this.listeners.push(server);
+    return server;
   }
 
   /** Live connections (for diagnostics and tests). */
@@ -106,14 +112,15 @@ export class NbdServer {
     }
     await ensurePrivateDir(path.dirname(socketPath));
     await removeStaleSocket(socketPath);
+    const server = this.newListener();
     const old = process.umask(0o177);
     try {
       // Binding happens synchronously inside listen(), so the umask covers the socket's creation.
-      this.server.listen(socketPath);
+      server.listen(socketPath);
     } finally {
       process.umask(old);
     }
-    await this.listening();
+    await listening(server);
     await fsp.chmod(socketPath, 0o600);
     this.socketPath = socketPath;
     this.log.info({ socket: socketPath }, 'nbd: listening');
@@ -124,9 +131,10 @@ export class NbdServer {
    * so the caller must pick the host deliberately.
    */
   async listenTcp(host: string, port: number): Promise<net.AddressInfo> {
-    this.server.listen({ host, port });
-    await this.listening();
-    const addr = this.server.address();
+    const server = this.newListener();
+    server.listen({ host, port });
+    await listening(server);
+    const addr = server.address();
     if (addr === null || typeof addr === 'string') throw new NbdServerError('NOT_LISTENING', 'no TCP address');
     this.log.info({ host: addr.address, port: addr.port }, 'nbd: listening on TCP');
     return addr;
@@ -136,21 +144,6 @@ export class NbdServer {
   close(opts: CloseOptions = {}): Promise<void> {
     this.closing ??= this.doClose(opts.graceMs ?? 10_000);
     return this.closing;
-  }
-
-  private listening(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => {
-        this.server.off('listening', onListening);
-        reject(err);
-      };
-      const onListening = (): void => {
-        this.server.off('error', onError);
-        resolve();
-      };
-      this.server.once('error', onError);
-      this.server.once('listening', onListening);
-    });
   }
 
   private onConnection(socket: net.Socket): void {
@@ -183,7 +176,7 @@ export class NbdServer {
   private async doClose(graceMs: number): Promise<void> {
     this.shuttingDown = true;
     const deadline = Date.now() + graceMs;
-    const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const serverClosed = Promise.all(this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve()))));
     const conns = [...this.conns];
     for (const c of conns) c.beginShutdown();
 
@@ -266,5 +259,20 @@ export async function removeStaleSocket(socketPath: string): Promise<void> {
   if (live) throw new NbdServerError('ADDRESS_IN_USE', `another server is listening on ${socketPath}`);
   await fsp.unlink(socketPath).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw err;
+  });
+}
+
+function listening(server: net.Server): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => {
+      server.off('listening', onListening);
+      reject(err);
+    };
+    const onListening = (): void => {
+      server.off('error', onError);
+      resolve();
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
   });
 }

@@ -193,6 +193,7 @@ for (const fsType of ['ext4', 'xfs'] as const) {
       await call(p.c.controller, 'DeleteSnapshot', { snapshot_id: snapshotId });
       for (const id of [src, `restore-${fsType}`, `clone-${fsType}`]) await call(p.c.controller, 'DeleteVolume', { volume_id: id });
       assert.deepEqual(await fsp.readdir(join(p.stateDir, 'volumes')), []);
+      assert.deepEqual(await fsp.readdir(join(p.stateDir, 'log')), [], 'deleted volumes leave no serve or nbdfuse log behind');
       assert.equal(await p.stop(), 0);
       await assertNothingLeft(dir);
     });

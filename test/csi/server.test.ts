@@ -108,6 +108,8 @@ describe('endpoint parsing', () => {
     ['unix-abstract:flashcsi', /scheme "unix-abstract" is not supported/],
     ['localhost:10000', /not supported|unix/],
     ['unix:relative/csi.sock', /absolute path/],
+    ['unix://127.0.0.1:10000', /absolute path/],
+    ['unix://csi/csi.sock', /absolute path/],
     ['/csi/csi.sock', /absolute path/],
     ['', /absolute path/],
     [`unix:///${'x'.repeat(120)}/csi.sock`, /at most 107/],

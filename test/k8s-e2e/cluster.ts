@@ -10,6 +10,7 @@
 // started again (the sidecars exit on purpose when the plugin's socket goes away).
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoordinationV1Api, CoreV1Api, CustomObjectsApi, StorageV1Api, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
@@ -269,12 +270,15 @@ export class NodeHost {
 export class Coordinators {
   private seq = 0;
   readonly procs = new Map<string, ManagedProcess>();
-  private readonly supervised: Supervised[] = [];
+  private supervised: Supervised[] = [];
+  /** Flags given to the candidates add() starts from now on (e.g. `--prepare-timeout-seconds=3`). */
+  private extraArgs: readonly string[] = [];
   constructor(private readonly cluster: Cluster) {}
 
   /** Starts a candidate with a fresh identity (a new pod name). */
   add(): Supervised {
     const id = `coordinator-${++this.seq}`;
+    const extra = [...this.extraArgs];
     const s = new Supervised(id, () => {
       const p = startProcess(
         id,
@@ -288,6 +292,7 @@ export class Coordinators {
           `--identity=${id}`,
           `--lease-duration-seconds=${LEASE_SECONDS}`,
           '--log-level=debug',
+          ...extra,
         ],
         { logFile: join(this.cluster.root, `${id}.log`) },
       );
@@ -348,8 +353,83 @@ export class Coordinators {
     return { killed, leader };
   }
 
+  /**
+   * A rollout of the coordinator Deployment with other flags: every candidate is stopped gracefully
+   * (the leader gives its Lease up), then a new leader with `extraArgs` is started and waited for,
+   * and a new standby. Returns the new leader's identity.
+   */
+  async replaceAll(extraArgs: readonly string[]): Promise<string> {
+    const old = this.supervised;
+    this.supervised = [];
+    const holder = (await this.lease())?.spec?.holderIdentity;
+    // The standby first, so that it does not take over from the stopping leader.
+    for (const s of [...old.filter((x) => x.name !== holder), ...old.filter((x) => x.name === holder)]) await s.stop();
+    this.extraArgs = [...extraArgs];
+    this.add();
+    const leader = await this.waitLeader();
+    this.add();
+    return leader;
+  }
+
   async stop(): Promise<void> {
     for (const s of this.supervised) await s.stop();
+  }
+}
+
+/**
+ * The cluster's kube-apiserver, which a fault test takes away and brings back: SIGKILLed (clients
+ * see connections reset, then refused), and started again as the same binary with the same flags —
+ * so on the same port, certificates and token file — over the same etcd, which keeps every object.
+ * The harness (test/k8s/harness.ts) starts it; its command line is read back from /proc.
+ */
+export class ApiServer {
+  private proc: ManagedProcess;
+  private generation = 1;
+  /** kube-apiserver's command line, as the harness started it (read while it runs). */
+  private readonly argv: string[];
+
+  constructor(private readonly cp: ControlPlane) {
+    this.proc = cp.apiServer;
+    this.argv = readFileSync(`/proc/${cp.apiServer.pid}/cmdline`, 'utf8').split('\0');
+    if (this.argv[this.argv.length - 1] === '') this.argv.pop();
+  }
+
+  get up(): boolean {
+    return !this.proc.hasExited();
+  }
+
+  /** SIGKILLs kube-apiserver and waits until it has exited. */
+  async kill(): Promise<void> {
+    process.kill(this.proc.pid, 'SIGKILL');
+    await this.proc.exited;
+  }
+
+  /** Starts kube-apiserver again as it was started, and waits until /readyz answers 200. */
+  async start(timeoutMs = 60_000): Promise<void> {
+    if (this.up) return;
+    const [bin, ...args] = this.argv;
+    if (bin === undefined) throw new Error('kube-apiserver: no command line recorded');
+    const p = startProcess(`kube-apiserver#${++this.generation}`, bin, args, { logFile: this.proc.logFile, cwd: this.cp.dir });
+    this.cp.adopt(p);
+    this.proc = p;
+    const ca = readFileSync(this.cp.caFile);
+    await waitFor(
+      'kube-apiserver (restarted) /readyz',
+      async () => {
+        const status = await new Promise<number>((resolve, reject) => {
+          const req = httpsRequest(`${this.cp.server}/readyz`, { ca, headers: { Authorization: `Bearer ${this.cp.token}` }, timeout: 5000 });
+          req.on('response', (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          req.on('timeout', () => req.destroy(new Error('timeout')));
+          req.on('error', reject);
+          req.end();
+        });
+        return status === 200 ? true : undefined;
+      },
+      { timeoutMs, intervalMs: 100, watch: [p] },
+    );
   }
 }
 
@@ -363,6 +443,7 @@ export class Cluster {
   root = '';
   readonly nodes = new Map<string, NodeHost>();
   coordinators!: Coordinators;
+  apiServer!: ApiServer;
   private keep = process.env['FLASHCSI_KEEP_E2E'] === '1';
 
   node(name: string): NodeHost {
@@ -394,6 +475,7 @@ export class Cluster {
         controllers: ['persistentvolume-binder-controller', 'persistentvolume-protection-controller', 'persistentvolumeclaim-protection-controller', 'garbage-collector-controller', 'namespace-controller'],
       },
     });
+    this.apiServer = new ApiServer(this.cp);
     this.kc = this.cp.kubeConfig();
     this.core = this.kc.makeApiClient(CoreV1Api);
     this.storage = this.kc.makeApiClient(StorageV1Api);

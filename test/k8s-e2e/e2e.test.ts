@@ -4,10 +4,12 @@
 // leader-elected coordinators that are SIGKILLed at each step of two-phase commit.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { V1PersistentVolume } from '@kubernetes/client-node';
 import { Annotation, Finalizer } from '../../src/constants.js';
+import { participantName } from '../../src/k8s/transaction-plan.js';
+import { waitFor, type ManagedProcess } from '../k8s/harness.js';
 import { Api, GROUP, MiB, VERSION, rejection, type Vt, type Vtp } from './api.js';
 import { Cluster, DRIVER, TOPOLOGY_KEY, type NodeHost } from './cluster.js';
 import { readBlock, readFiles, stampBlock, stampOf, writeBlock, writeFileDurably, type Attachment } from './kubelet.js';
@@ -384,6 +386,7 @@ describe('flashcsi end to end on a real control plane, with the real sidecars an
    * deadline, for the earlier case's reason.
    */
   const healthy = async (): Promise<void> => {
+    if (!cluster().apiServer.up) await cluster().apiServer.start();
     for (const n of cluster().nodes.values()) {
       n.resume();
       if (n.plugin.hasExited()) await n.restartPlugin();
@@ -581,6 +584,219 @@ describe('flashcsi end to end on a real control plane, with the real sidecars an
     await api.waitParticipants(NS, 'crash-agent-rollback', 'tx-a RolledBack', (m) => (participantIs(m.get('tx-a'), 'Rollback', 'RolledBack') ? true : undefined));
     await b.restartPlugin();
     await assertOutcome('crash-agent-rollback', 'RolledBack', 'crash-agent-rollback');
+  });
+
+  // ------------------------------------------------------------------------------------------ faults
+  //
+  // Not a crash of our processes but a failure of what they depend on: the API server goes away in
+  // the middle of a transaction; a node's agent stops answering (SIGSTOP: alive and holding its
+  // connections, acting on nothing). Moments are found as in the crash cases; what the processes did
+  // meanwhile is read from their logs (JSON lines), from where each log stood when the fault began.
+
+  const logSize = (file: string): number => statSync(file).size;
+  const logFrom = (file: string, from: number): string => readFileSync(file).subarray(from).toString('utf8');
+  /** The log records (JSON lines) with message `msg` (a line still being written is skipped). */
+  const records = (text: string, msg: string): Array<Record<string, unknown>> =>
+    text
+      .split('\n')
+      .filter((l) => l.includes(`"msg":${JSON.stringify(msg)}`))
+      .flatMap((l) => {
+        try {
+          return [JSON.parse(l) as Record<string, unknown>];
+        } catch {
+          return [];
+        }
+      });
+  const errOf = (r: Record<string, unknown> | undefined): string => String(r?.['err'] ?? '');
+  const pluginLog = (n: NodeHost): string => join(n.dir, 'plugin.log');
+
+  /**
+   * An outage of the API server: SIGKILLs kube-apiserver, and starts it again (same flags, port and
+   * etcd) only once the leading coordinator has been seen to give up (it cannot renew its Lease, so
+   * it stops acting and exits, to be restarted as its Deployment would) and `meanwhile` — what else
+   * must happen without the API server — is done. No timer: the outage lasts until then.
+   */
+  const outage = async (meanwhile: () => Promise<void>): Promise<{ leader: string; leaderProc: ManagedProcess; leaderLog: string; downMs: number }> => {
+    const leader = (await coordinators().lease())?.spec?.holderIdentity ?? '';
+    const leaderProc = coordinators().procs.get(leader);
+    assert.ok(leaderProc && !leaderProc.hasExited(), `the Lease holder "${leader}" is a live coordinator`);
+    const from = logSize(leaderProc.logFile);
+    const apiServer = cluster().apiServer;
+    await apiServer.kill();
+    const down = Date.now();
+    try {
+      await Promise.all([waitFor(`${leader} giving up leadership and exiting`, async () => (leaderProc.hasExited() ? true : undefined), { timeoutMs: 30_000 }), meanwhile()]);
+    } finally {
+      await apiServer.start();
+    }
+    const downMs = Date.now() - down;
+    // Only what the process that led wrote (its restart, under the same identity, appends to the same log).
+    const leaderLog = logFrom(leaderProc.logFile, from)
+      .split('\n')
+      .filter((l) => l.includes(`"pid":${leaderProc.pid},`))
+      .join('\n');
+    return { leader, leaderProc, leaderLog, downMs };
+  };
+  /** The coordinator that led through an outage refused, lost its Lease, exited 1 and runs again (restarted). */
+  const assertLeaderRodeItOut = async (o: Awaited<ReturnType<typeof outage>>): Promise<Array<Record<string, unknown>>> => {
+    const renewals = records(o.leaderLog, 'leader election: lease update failed');
+    assert.ok(renewals.some((r) => /ECONNREFUSED/.test(errOf(r))), `${o.leader}: a Lease renewal refused; got ${JSON.stringify(renewals.slice(0, 2))}${logs()}`);
+    assert.equal(records(o.leaderLog, 'leader election: lost').length, 1, `${o.leader} logs that it lost leadership`);
+    assert.equal(records(o.leaderLog, 'lost leadership; exiting').length, 1, `${o.leader} logs that it exits`);
+    assert.equal(await o.leaderProc.exited, 1, `${o.leader} exited with status 1 on losing leadership`);
+    const again = coordinators().procs.get(o.leader);
+    assert.ok(again && again !== o.leaderProc && !again.hasExited(), `${o.leader} was restarted and runs`);
+    return renewals;
+  };
+
+  it('fault: the API server is SIGKILLed and started again mid-transaction — while it prepares (tx-a prepared, node-b held back), and while it rolls back (both volumes detached meanwhile) → leader restarted, agents retry; Committed, then RolledBack, atomically', async (t) => {
+    await healthy();
+    await attachTx();
+    const a = node('node-a');
+    const b = node('node-b');
+    const pids = { a: a.plugin.pid, b: b.plugin.pid };
+
+    // 1. Commit. The API server goes while tx-a is Prepared and node-b, held, has not prepared yet
+    //    (its Prepare action is written: the moment is mid-Preparing, with no decision recorded).
+    const c = 'fault-apiserver';
+    await openTx(c);
+    await writeBoth(0, c);
+    const fromA = logSize(pluginLog(a));
+    const fromB = logSize(pluginLog(b));
+    const txB = `p/${NS}/${participantName(c, 'tx-b')}`;
+    let first: Awaited<ReturnType<typeof outage>>;
+    b.pause();
+    try {
+      await api.decide(NS, c, 'Commit');
+      await api.waitParticipants(NS, c, 'tx-a Prepared, tx-b told to prepare', (m) =>
+        participantIs(m.get('tx-a'), 'Prepare', 'Prepared') && m.get('tx-b')?.spec.action === 'Prepare' ? true : undefined,
+      );
+      assert.equal((await api.getVt(NS, c)).status?.decision, undefined, 'no decision recorded yet');
+      first = await outage(async () => {
+        // node-b wakes up without an API server: whatever its watches had received it acts on
+        // (here: preparing tx-b, whose report then fails); then they end, and are restarted.
+        b.resume();
+        await waitFor('node-b\'s agent restarting its watches', async () => (records(logFrom(pluginLog(b), fromB), 'watch failed; restarting').length > 0 ? true : undefined), {
+          timeoutMs: 30_000,
+          watch: [b.plugin],
+        });
+      });
+    } finally {
+      b.resume();
+    }
+    const upAt = Date.now();
+    const committedVt = await assertOutcome(c, 'Committed', c);
+    const commitMs = Date.now() - upAt;
+    assert.equal(committedVt.status?.decisionReason, 'AllPrepared');
+    assert.deepEqual(committedVt.status?.participants?.map((p) => p.state), ['Committed', 'Committed']);
+    const committedParts = await api.waitParticipants(NS, c, 'both present', (m) => (m.size === 2 ? m : undefined));
+    for (const p of PVCS) assert.ok(participantIs(committedParts.get(p), 'Commit', 'Committed'), `${p}: ${JSON.stringify(committedParts.get(p)?.status)}`);
+    const renewals1 = await assertLeaderRodeItOut(first);
+    // node-a's agent ran throughout: its watches were refused, and restarted.
+    const watchesA = records(logFrom(pluginLog(a), fromA), 'watch failed; restarting');
+    assert.ok(watchesA.some((r) => /ECONNREFUSED/.test(errOf(r))), `node-a: its agent's watches were refused and restarted; got ${JSON.stringify(watchesA.slice(0, 2))}`);
+    const preparedMeanwhile = records(logFrom(pluginLog(b), fromB), 'agent: step failed; retrying').find((r) => r['key'] === txB);
+
+    // 2. Rollback. Both participants wait for their volumes to be detached; the API server goes; the
+    //    pods go too (the kubelet's CSI calls need no API server). Each agent, looking again, rolls
+    //    its volume back and cannot report it; it retries until it can.
+    const r = 'fault-apiserver-rb';
+    await openTx(r);
+    await writeBoth(0, r);
+    await api.decide(NS, r, 'Rollback');
+    await api.waitParticipants(NS, r, 'both WaitingForDetach', (m) => (PVCS.every((p) => participantIs(m.get(p), 'Rollback', 'WaitingForDetach')) ? true : undefined));
+    const from2 = { a: logSize(pluginLog(a)), b: logSize(pluginLog(b)) };
+    const refused = (n: NodeHost, from: number, pvc: string): Record<string, unknown> | undefined =>
+      records(logFrom(pluginLog(n), from), 'agent: step failed; retrying').find((x) => x['key'] === `p/${NS}/${participantName(r, pvc)}` && /ECONNREFUSED/.test(errOf(x)));
+    const second = await outage(async () => {
+      await detachTx();
+      await waitFor('both agents rolling back and failing to report it', async () => (refused(a, from2.a, 'tx-a') && refused(b, from2.b, 'tx-b') ? true : undefined), {
+        timeoutMs: 30_000,
+        watch: [a.plugin, b.plugin],
+      });
+    });
+    const up2 = Date.now();
+    const rolledBack = await assertOutcome(r, 'RolledBack', r);
+    const rollbackMs = Date.now() - up2;
+    assert.equal(rolledBack.status?.decisionReason, 'UserRequested');
+    const rbParts = await api.waitParticipants(NS, r, 'both present', (m) => (m.size === 2 ? m : undefined));
+    for (const p of PVCS) assert.ok(participantIs(rbParts.get(p), 'Rollback', 'RolledBack'), `${p}: ${JSON.stringify(rbParts.get(p)?.status)}`);
+    await assertLeaderRodeItOut(second);
+    for (const [n, pvc] of [[a, 'tx-a'], [b, 'tx-b']] as const) {
+      assert.match(errOf(refused(n, n === a ? from2.a : from2.b, pvc)), /^update VolumeTransactionParticipant e2e\/fault-apiserver-rb-\w+ status: .*ECONNREFUSED/, `${n.name}: its rollback's report was refused`);
+    }
+
+    // The agents rode both outages out in place.
+    assert.equal(a.plugin.pid, pids.a, 'node-a\'s plugin (agent) was not restarted');
+    assert.equal(b.plugin.pid, pids.b, 'node-b\'s plugin (agent) was not restarted');
+    assert.ok(!a.plugin.hasExited() && !b.plugin.hasExited(), 'both plugins (agents) still run');
+    await coordinators().waitLeader();
+    t.diagnostic(`commit: API server down ${first.downMs} ms (SIGKILL until /readyz again); Committed and checked by data ${commitMs} ms later`);
+    t.diagnostic(`commit: ${first.leader}: ${renewals1.length} Lease update(s) refused, e.g. ${errOf(renewals1[0])}; then "leader election: lost", "lost leadership; exiting"`);
+    t.diagnostic(`commit: node-b ${preparedMeanwhile ? `prepared while the API server was away; its report: ${errOf(preparedMeanwhile)}` : 'had not received its Prepare action before the API server went; it prepared after'}`);
+    t.diagnostic(`rollback: API server down ${second.downMs} ms; RolledBack and checked by data ${rollbackMs} ms later; ${second.leader} gave up its Lease`);
+  });
+
+  const PREPARE_TIMEOUT_S = 3;
+
+  it(`fault: node-b's agent never answers (plugin SIGSTOPped) when the transaction must prepare → PrepareTimeout after ${PREPARE_TIMEOUT_S} s, node-a rolls back to the checkpoint; after SIGCONT node-b rolls back too`, async (t) => {
+    await healthy();
+    await attachTx();
+    const name = 'fault-hung-agent';
+    // A rollout of the coordinators with a short prepare timeout (default 300 s), undone at the end.
+    await coordinators().replaceAll([`--prepare-timeout-seconds=${PREPARE_TIMEOUT_S}`]);
+    try {
+      const older = await stamps(MiB); // written by earlier transactions: must survive this one
+      await openTx(name);
+      await writeBoth(0, name);
+      await writeBoth(MiB, name);
+      await writeBoth(3 * MiB, name); // never written before: zero at the transaction's checkpoint
+      const b = node('node-b');
+      let decidedAt = 0;
+      b.pause();
+      try {
+        await api.decide(NS, name, 'Commit');
+        // node-a prepares; its pod is done and goes (so that its rollback need not wait for a detach).
+        await api.waitParticipants(NS, name, 'tx-a prepared (or already told to roll back)', (m) => {
+          const pa = m.get('tx-a');
+          return participantIs(pa, 'Prepare', 'Prepared') || pa?.spec.action === 'Rollback' ? true : undefined;
+        });
+        await detachTx(['tx-a']);
+        const decided = await api.waitVt(NS, name, 'decision Rollback', (vt) => vt.status?.decision === 'Rollback').catch((e: unknown) => assert.fail(`${String(e)}${logs()}`));
+        decidedAt = Date.now();
+        assert.equal(decided.status?.decisionReason, 'PrepareTimeout');
+        assert.equal(decided.status?.phase, 'RollingBack');
+        assert.match(decided.status?.message ?? '', new RegExp(`\\btx-b did not prepare within ${PREPARE_TIMEOUT_S} s: rolling back$`));
+        const waited = Date.parse(decided.status?.decisionTime ?? '') - Date.parse(decided.status?.prepareStartTime ?? '');
+        assert.ok(waited >= PREPARE_TIMEOUT_S * 1000 - 1000, `decided ${waited} ms after preparing started`); // status times have 1 s resolution
+        // node-a acts on the decision without node-b: its volume goes back to the checkpoint.
+        await api.waitParticipants(NS, name, 'tx-a RolledBack while node-b does not answer', (m) => (participantIs(m.get('tx-a'), 'Rollback', 'RolledBack') ? true : undefined));
+        const vt = await api.getVt(NS, name);
+        assert.equal(vt.status?.phase, 'RollingBack', 'not RolledBack before node-b is');
+        assert.notEqual(vt.status?.participants?.find((p) => p.persistentVolumeClaimName === 'tx-b')?.state, 'RolledBack');
+        await attach('tx-a', 'node-a');
+        assert.equal(await stampAt('tx-a', 0), committed, 'tx-a: the begin state again');
+        assert.equal(await stampAt('tx-a', 3 * MiB), 'zero', 'tx-a: a block first written in the transaction is unwritten again');
+        assert.equal(await stampAt('tx-a', MiB), older['tx-a'], 'tx-a: data from before the transaction back');
+        assert.equal(await stampAt('tx-b', 0), name, 'tx-b: its node has not acted');
+      } finally {
+        b.resume();
+      }
+      const done = await assertOutcome(name, 'RolledBack', name);
+      const end = Date.now();
+      assert.equal(done.status?.decisionReason, 'PrepareTimeout');
+      assert.deepEqual(await stamps(3 * MiB), both('zero'));
+      assert.deepEqual(await stamps(MiB), older);
+      const parts = await api.waitParticipants(NS, name, 'both present', (m) => (m.size === 2 ? m : undefined));
+      for (const p of PVCS) assert.ok(participantIs(parts.get(p), 'Rollback', 'RolledBack'), `${p}: ${JSON.stringify(parts.get(p)?.status)}`);
+      const decision = (await api.events(NS, 'VolumeTransaction', name)).find((e) => e.reason === 'DecidedRollback');
+      assert.equal(decision?.type, 'Warning');
+      assert.match(decision?.message ?? '', new RegExp(`^Preparing → RollingBack: tx-b did not prepare within ${PREPARE_TIMEOUT_S} s: rolling back$`));
+      t.diagnostic(`decided Rollback (PrepareTimeout) ${done.status?.prepareStartTime} → ${done.status?.decisionTime}: "${decision?.message ?? ''}"`);
+      t.diagnostic(`node-b released → RolledBack in ${end - decidedAt} ms after the decision was seen`);
+    } finally {
+      await coordinators().replaceAll([]);
+    }
   });
 
   // ------------------------------------------------------------------------------------------ cleanup

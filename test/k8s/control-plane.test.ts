@@ -8,7 +8,9 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   type KubeConfig,
+  type V1ConfigMap,
 } from '@kubernetes/client-node';
+import { watch } from '../../src/k8s/informers.js';
 import { Kube } from '../../src/k8s/kube.js';
 import { electLeader } from '../../src/k8s/leader.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -170,6 +172,34 @@ describe('k8s control plane (etcd + kube-apiserver + kube-controller-manager)', 
     } finally {
       await a.stop();
       await b.stop();
+    }
+  });
+
+  it('an informer returns only after its first successful list (an API server still initialising is waited for), then follows changes', async () => {
+    const core = kc.makeApiClient(CoreV1Api);
+    await core.createNamespace({ body: { metadata: { name: 'informer' } } });
+    await core.createNamespacedConfigMap({ namespace: 'informer', body: { metadata: { name: 'before' } } });
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', destination: { write: (l: string) => void lines.push(l) } });
+    let attempts = 0;
+    const seen: string[] = [];
+    // The first two lists fail as kube-apiserver's do while its storage initialises (429).
+    const list = async (): Promise<{ items: V1ConfigMap[] }> => {
+      if (++attempts <= 2) throw Object.assign(new Error('storage is (re)initializing'), { code: 429 });
+      return core.listNamespacedConfigMap({ namespace: 'informer' });
+    };
+    const w = await watch<V1ConfigMap>(kc, '/api/v1/namespaces/informer/configmaps', list, (cm) => seen.push(cm.metadata?.name ?? ''), log);
+    try {
+      assert.equal(attempts, 3, 'watch() retried the failed lists before returning');
+      assert.deepEqual(w.list().map((cm) => cm.metadata?.name), ['before'], 'the cache is filled when watch() returns');
+      assert.equal(lines.filter((l) => l.includes('first list failed; retrying')).length, 2, `each failed list is logged: ${lines.join('')}`);
+      const delays = lines.map((l) => (JSON.parse(l) as { retryInMs: number }).retryInMs);
+      assert.ok((delays[1] ?? 0) > (delays[0] ?? 0), `the retries back off: ${JSON.stringify(delays)}`);
+      await core.createNamespacedConfigMap({ namespace: 'informer', body: { metadata: { name: 'after' } } });
+      await waitFor('the watch to deliver the new ConfigMap', async () => (w.get('after', 'informer') ? true : undefined), { timeoutMs: 20_000 });
+      assert.ok(seen.includes('after'));
+    } finally {
+      await w.stop();
     }
   });
 });

@@ -42,6 +42,7 @@ import { fdCount, rssKiB, thirds } from './helpers.js';
 
 const VOLUMES = Number(process.env.FLASHCSI_SOAK_VOLUMES ?? 50);
 const SECONDS = Number(process.env.FLASHCSI_SOAK_SECONDS ?? 60);
+const MAX_HELD = 8;
 const CLIENTS = 4;
 const SAMPLE_MS = 2000;
 
@@ -109,14 +110,16 @@ describe(`soak: ${VOLUMES} volumes served at once, ${CLIENTS} CSI clients, I/O, 
       while (Date.now() < deadline) {
         n++;
         const r = Math.random();
-        if (r < 0.3 || mine.length === 0) {
+        // Each client keeps at most MAX_HELD snapshots: every live checkpoint holds its store open in
+        // its volume's server, so an unbounded pile-up would read as a descriptor leak.
+        if (mine.length === 0 || (r < 0.3 && mine.length < MAX_HELD)) {
           const name = `s${k}-${n}`;
           const vol = pick(ids);
           await tolerate('CreateSnapshot', async () => {
             const res = await call<{ snapshot: { snapshot_id: string } }>(c.controller, 'CreateSnapshot', { name, source_volume_id: vol });
             mine.push(res.snapshot.snapshot_id);
           });
-        } else if (r < 0.55) {
+        } else if (r < 0.55 || mine.length >= MAX_HELD) {
           const snap = mine.shift() as string;
           if (!(await tolerate('DeleteSnapshot', () => call(c.controller, 'DeleteSnapshot', { snapshot_id: snap })))) mine.push(snap);
         } else if (r < 0.65) {
