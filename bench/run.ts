@@ -121,8 +121,10 @@ function fio(name: string, uri: string, args: string[]): FioResult {
   return { iops: side.iops, mbps: side.bw_bytes / 1e6, p99us: (side.clat_ns.percentile?.['99.000000'] ?? 0) / 1000 };
 }
 
+/** Fills the region, then writes back every dirty page so no target's timed jobs pay for an earlier one's writeback. */
 function prefill(uri: string, size: number): void {
   fio('prefill', uri, ['--rw=write', '--bs=1M', '--iodepth=16', `--size=${size}`]);
+  sh('sync', []);
 }
 
 interface Row {
@@ -254,7 +256,7 @@ function writeReport(started: Date, results: Map<string, Map<string, number>>, f
   const lines: string[] = [];
   lines.push('# Benchmarks', '');
   lines.push(`Latest \`npm run bench\`, started ${started.toISOString()}; ${RUNTIME} s per timed job over a ${REGION / 2 ** 20} MiB region,`);
-  lines.push('each target pre-filled by a 1M sequential write first. fio nbd engine, one connection, unix sockets,');
+  lines.push('each target pre-filled by a 1M sequential write and a `sync` first. fio nbd engine, one connection, unix sockets,');
   lines.push('all targets in this one run on this one machine. Higher is better; ratio = flashcsi / peer.', '');
   lines.push('## Machine', '', ...machine(), '');
   lines.push('## Data path without checkpoints', '');
