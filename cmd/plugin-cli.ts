@@ -70,13 +70,8 @@ export function registerPluginCommand(program: Command): void {
         ...(o.snapshotMetadataEndpoint === undefined ? {} : { snapshotMetadataEndpoint: o.snapshotMetadataEndpoint }),
       });
       let agent: NodeAgent | undefined;
-      if (o.agent) {
-        await plugin.ready;
-        const [{ NodeAgent }, { Kube, loadKubeConfig }] = await Promise.all([import('../src/k8s/agent.js'), import('../src/k8s/kube.js')]);
-        agent = new NodeAgent({ kube: new Kube(loadKubeConfig(o.kubeconfig)), log: componentLogger(logger, 'agent'), nodeId, ...plugin.node });
-        await agent.start();
-      }
-      await new Promise<void>((resolve) => {
+      // Signals are handled from here on, even while the agent still waits for the API server.
+      const stopped = new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           logger.info({ signal }, 'plugin: draining');
           Promise.all([agent?.stop(), plugin.stop()]).then(() => resolve(), (err: unknown) => {
@@ -88,5 +83,15 @@ export function registerPluginCommand(program: Command): void {
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
       });
+      if (o.agent) {
+        await plugin.ready;
+        const [{ NodeAgent }, { Kube, loadKubeConfig }] = await Promise.all([import('../src/k8s/agent.js'), import('../src/k8s/kube.js')]);
+        agent = new NodeAgent({ kube: new Kube(loadKubeConfig(o.kubeconfig)), log: componentLogger(logger, 'agent'), nodeId, ...plugin.node });
+        // Not awaited before waiting for a signal: start() returns once the API server has answered.
+        agent.start().catch((err: unknown) => logger.error({ err }, 'agent: start failed'));
+      }
+      await stopped;
+      // An agent still starting keeps watch retries pending; the plugin has drained, so leave now.
+      if (agent) setImmediate(() => process.exit());
     });
 }
