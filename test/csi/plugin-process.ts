@@ -80,11 +80,24 @@ export async function shortTempDir(): Promise<string> {
 }
 
 /** Starts `flashcsi plugin --mode all` on `dir` (state in dir/state, sockets in dir). */
-export async function startPlugin(dir: string, opts: { nodeId?: string; extraArgs?: string[] } = {}): Promise<PluginProcess> {
+export interface StartOptions {
+  readonly nodeId?: string;
+  readonly extraArgs?: string[];
+  /** `--mode` (default all). */
+  readonly mode?: string;
+  /** Socket paths (default dir/csi.sock and dir/meta.sock); metadataSocket null leaves SnapshotMetadata off. */
+  readonly socket?: string;
+  readonly metadataSocket?: string | null;
+  /** Log file (default dir/plugin-<time>.log); stdout goes there too with `stdoutToLog`. */
+  readonly logFile?: string;
+  readonly stdoutToLog?: boolean;
+}
+
+export async function startPlugin(dir: string, opts: StartOptions = {}): Promise<PluginProcess> {
   const stateDir = join(dir, 'state');
-  const socket = join(dir, 'csi.sock');
-  const metadataSocket = join(dir, 'meta.sock');
-  const logFile = join(dir, `plugin-${Date.now()}.log`);
+  const socket = opts.socket ?? join(dir, 'csi.sock');
+  const metadataSocket = opts.metadataSocket ?? join(dir, 'meta.sock');
+  const logFile = opts.logFile ?? join(dir, `plugin-${Date.now()}.log`);
   const fd = openSync(logFile, 'a');
   let child: ChildProcess;
   try {
@@ -94,11 +107,10 @@ export async function startPlugin(dir: string, opts: { nodeId?: string; extraArg
         BIN,
         'plugin',
         '--mode',
-        'all',
+        opts.mode ?? 'all',
         '--endpoint',
         `unix://${socket}`,
-        '--snapshot-metadata-endpoint',
-        `unix://${metadataSocket}`,
+        ...(opts.metadataSocket === null ? [] : ['--snapshot-metadata-endpoint', `unix://${metadataSocket}`]),
         '--state-dir',
         stateDir,
         '--node-id',
@@ -107,7 +119,7 @@ export async function startPlugin(dir: string, opts: { nodeId?: string; extraArg
         '2000',
         ...(opts.extraArgs ?? []),
       ],
-      { stdio: ['ignore', 'ignore', fd] },
+      { stdio: ['ignore', opts.stdoutToLog === true ? fd : 'ignore', fd] },
     );
   } finally {
     closeSync(fd);

@@ -30,13 +30,12 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import type { StageRecord } from '../../src/csi/state.js';
-import { clients } from '../csi/helpers.js';
 import {
   assertNothingLeft,
   BIN,
@@ -45,6 +44,7 @@ import {
   MOUNT_CAP,
   mountsUnder,
   shortTempDir,
+  startPlugin,
   streamAll,
   sweep,
   unpublishAndUnstage,
@@ -154,89 +154,16 @@ function exitOf(child: ChildProcess): Promise<number | string> {
  * `flashcsi plugin` on `dir` with its sockets in directories that do not exist yet (so the plugin
  * creates them and their modes are its own), stdout and stderr both into one log file.
  */
-function startPluginIn(dir: string, args: { mode: string; logLevel: string; extra?: string[] }): PluginProcess {
-  const socket = join(dir, 'csi', 'csi.sock');
-  const metadataSocket = join(dir, 'metadata', 'metadata.sock');
-  const stateDir = join(dir, 'state');
-  const logFile = join(dir, 'plugin.log');
+function startPluginIn(dir: string, args: { mode: string; logLevel: string; extra?: string[] }): Promise<PluginProcess> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const fd = openSync(logFile, 'a');
-  let child: ChildProcess;
-  try {
-    child = spawn(
-      process.execPath,
-      [
-        BIN,
-        'plugin',
-        '--mode',
-        args.mode,
-        '--endpoint',
-        `unix://${socket}`,
-        ...(args.mode === 'controller' ? [] : ['--snapshot-metadata-endpoint', `unix://${metadataSocket}`]),
-        '--state-dir',
-        stateDir,
-        '--node-id',
-        'test-node',
-        '--drain-timeout',
-        '2000',
-        '--log-level',
-        args.logLevel,
-        ...(args.extra ?? []),
-      ],
-      { stdio: ['ignore', fd, fd] },
-    );
-  } finally {
-    closeSync(fd);
-  }
-  const exited = exitOf(child);
-  let c: ReturnType<typeof clients> | undefined;
-  let meta: ReturnType<typeof clients> | undefined;
-  const p: PluginProcess = {
-    dir,
-    stateDir,
-    socket,
-    metadataSocket,
-    logFile,
-    child,
-    get c() {
-      c ??= clients(socket);
-      return c;
-    },
-    get meta() {
-      meta ??= clients(metadataSocket);
-      return meta;
-    },
-    exited,
-    async waitReady(timeoutMs = 60_000) {
-      const deadline = Date.now() + timeoutMs;
-      let exitedEarly: number | string | undefined;
-      void exited.then((code) => (exitedEarly = code));
-      for (;;) {
-        if (exitedEarly !== undefined) throw new Error(`plugin exited (${exitedEarly}) before it was ready; log:\n${readFileSync(logFile, 'utf8').slice(-4000)}`);
-        // Probe with a deadline, again until ready: the readiness condition itself.
-        const ready = await call<{ ready: { value: boolean } | null }>(p.c.identity, 'Probe', {}, 2000).then(
-          (r) => r.ready?.value === true,
-          () => false,
-        );
-        if (ready) return;
-        if (Date.now() > deadline) throw new Error(`plugin not ready after ${timeoutMs} ms; log:\n${readFileSync(logFile, 'utf8').slice(-4000)}`);
-        await new Promise((r) => setImmediate(r));
-      }
-    },
-    async stop() {
-      c?.close();
-      meta?.close();
-      child.kill('SIGTERM');
-      return exited;
-    },
-    async kill() {
-      c?.close();
-      meta?.close();
-      child.kill('SIGKILL');
-      await exited;
-    },
-  };
-  return p;
+  return startPlugin(dir, {
+    mode: args.mode,
+    socket: join(dir, 'csi', 'csi.sock'),
+    metadataSocket: args.mode === 'controller' ? null : join(dir, 'metadata', 'metadata.sock'),
+    logFile: join(dir, 'plugin.log'),
+    stdoutToLog: true,
+    extraArgs: ['--log-level', args.logLevel, ...(args.extra ?? [])],
+  });
 }
 
 /** A TCP port nothing listens on right now (bound and released). */
@@ -350,7 +277,7 @@ describe('a running plugin with a staged volume: local-only sockets, redacted se
 
   before(async () => {
     dir = await shortTempDir();
-    p = startPluginIn(dir, { mode: 'all', logLevel: 'debug' });
+    p = await startPluginIn(dir, { mode: 'all', logLevel: 'debug' });
     await p.waitReady();
     await call(p.c.controller, 'CreateVolume', {
       name: VOL,
@@ -552,7 +479,7 @@ describe('positive controls: the TCP check sees a real listener', { timeout: 180
   });
 
   it('plugin --metrics-address 127.0.0.1:0 holds one TCP listener on 127.0.0.1, which answers /healthz', async (t: TestContext) => {
-    const p = startPluginIn(join(dir, 'metrics'), { mode: 'controller', logLevel: 'info', extra: ['--metrics-address', '127.0.0.1:0'] });
+    const p = await startPluginIn(join(dir, 'metrics'), { mode: 'controller', logLevel: 'info', extra: ['--metrics-address', '127.0.0.1:0'] });
     children.push(p.child);
     await p.waitReady();
     const held = listenersHeldBy(processTree(p.child.pid as number));
