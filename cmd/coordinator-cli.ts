@@ -8,6 +8,7 @@
 import * as os from 'node:os';
 import type { Command } from 'commander';
 import { DEFAULT_LIMITS } from '../src/k8s/transaction-plan.js';
+import { parseWholeNumber } from './units.js';
 
 export function registerCoordinatorCommand(program: Command): void {
   program
@@ -37,10 +38,8 @@ export function registerCoordinatorCommand(program: Command): void {
         import('../src/metrics/http.js'),
       ]);
       const metricsAddress = o.metricsAddress === undefined ? undefined : parseListenAddress(o.metricsAddress);
-      const leaseDurationSeconds = Number(o.leaseDurationSeconds);
-      if (!Number.isSafeInteger(leaseDurationSeconds) || leaseDurationSeconds < 2) throw new Error('--lease-duration-seconds must be an integer of at least 2');
-      const prepareTimeoutSeconds = Number(o.prepareTimeoutSeconds);
-      if (!Number.isSafeInteger(prepareTimeoutSeconds) || prepareTimeoutSeconds < 1) throw new Error('--prepare-timeout-seconds must be an integer of at least 1');
+      const leaseDurationSeconds = parseWholeNumber(o.leaseDurationSeconds, 2, '--lease-duration-seconds must be an integer of at least 2');
+      const prepareTimeoutSeconds = parseWholeNumber(o.prepareTimeoutSeconds, 1, '--prepare-timeout-seconds must be an integer of at least 1');
       const log = createLogger({ level: o.logLevel as 'info', name: 'flashcsi-coordinator' });
       const metrics = new CoordinatorMetrics(() => coordinator.phaseCounts());
       const coordinator = new Coordinator({

@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { PLUGIN_MODES, type PluginMode } from '../src/csi/modes.js';
 import type { NodeAgent } from '../src/k8s/agent.js';
+import { parseWholeNumber } from './units.js';
 
 interface PluginFlags {
   mode: string;
@@ -44,10 +45,8 @@ export function registerPluginCommand(program: Command): void {
       const endpoint = o.endpoint ?? process.env['CSI_ENDPOINT'];
       if (endpoint === undefined || endpoint === '') throw new Error('--endpoint (or $CSI_ENDPOINT) is required');
       const nodeId = o.nodeId ?? process.env['NODE_ID'] ?? hostname();
-      const maxVolumes = Number(o.maxVolumesPerNode);
-      const drainMs = Number(o.drainTimeout);
-      if (!Number.isSafeInteger(maxVolumes) || maxVolumes < 0) throw new Error('--max-volumes-per-node must be a non-negative integer');
-      if (!Number.isSafeInteger(drainMs) || drainMs < 0) throw new Error('--drain-timeout must be a non-negative number of milliseconds');
+      const maxVolumes = parseWholeNumber(o.maxVolumesPerNode, 0, '--max-volumes-per-node must be a non-negative integer');
+      const drainMs = parseWholeNumber(o.drainTimeout, 0, '--drain-timeout must be a non-negative number of milliseconds');
       // Loaded here, not at the top: every `flashcsi serve` (one per volume) runs this binary too, and
       // gRPC and the Kubernetes client would cost each of them tens of MiB.
       const [{ startPlugin }, { componentLogger, createLogger }, { parseListenAddress }] = await Promise.all([

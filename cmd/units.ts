@@ -9,6 +9,13 @@ export function parseSize(text: string, what = 'size'): number {
   return bytes;
 }
 
+/** A whole-number flag value of at least `min`; otherwise an error saying `complaint`. */
+export function parseWholeNumber(text: string, min: number, complaint: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < min) throw new Error(complaint);
+  return n;
+}
+
 export function formatSize(bytes: number): string {
   for (const unit of ['P', 'T', 'G', 'M', 'K']) {
     const scale = UNITS[unit] as number;

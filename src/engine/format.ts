@@ -521,11 +521,7 @@ export function encodeBatchHeader(sequence: bigint, checkpointId: number, entrie
 
 /** Decodes a batch header; null when it is not a valid header for this sequence (end of the log). */
 export function decodeBatchHeader(b: Buffer, sequence: bigint, checkpointId: number): BatchEntry[] | null {
-  if (b.length < BATCH_HEADER_LENGTH || b.readUInt32BE(0) !== BATCH_MAGIC) return null;
-  const stored = b.readUInt32BE(24);
-  const copy = Buffer.from(b.subarray(0, BATCH_HEADER_LENGTH));
-  copy.writeUInt32BE(0, 24);
-  if (crc32(copy) >>> 0 !== stored) return null;
+  if (b.length < BATCH_HEADER_LENGTH || b.readUInt32BE(0) !== BATCH_MAGIC || !batchChecksumOk(b)) return null;
   if (b.readBigUInt64BE(8) !== sequence || b.readBigUInt64BE(16) !== BigInt(checkpointId)) return null;
   const count = b.readUInt16BE(4);
   if (count === 0 || count > MAX_BATCH_ENTRIES) return null;
@@ -543,6 +539,11 @@ export function decodeBatchHeader(b: Buffer, sequence: bigint, checkpointId: num
 /** A valid batch header of this store with a sequence after `sequence` (so not the torn last one). */
 export function isLaterBatchHeader(b: Buffer, sequence: bigint, checkpointId: number): boolean {
   if (b.readUInt32BE(0) !== BATCH_MAGIC || b.readBigUInt64BE(16) !== BigInt(checkpointId) || b.readBigUInt64BE(8) <= sequence) return false;
+  return batchChecksumOk(b);
+}
+
+/** The header's CRC-32, computed with its own checksum field zeroed (as encodeBatchHeader writes it). */
+function batchChecksumOk(b: Buffer): boolean {
   const copy = Buffer.from(b.subarray(0, BATCH_HEADER_LENGTH));
   copy.writeUInt32BE(0, 24);
   return crc32(copy) >>> 0 === b.readUInt32BE(24);

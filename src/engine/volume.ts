@@ -302,11 +302,12 @@ export class Volume {
       opened.push(base);
       const baseSync = readOnly ? null : await io.open(path.join(dir, BASE_FILE), 'readwrite-dsync');
       if (baseSync) opened.push(baseSync);
-      await refuseStaleMeta(io, dir, meta);
+      const stores = await listStoreFiles(io, dir);
+      await refuseStaleMeta(io, dir, meta, stores);
       if (!readOnly) {
         // A crash between extending the base and recording the new size leaves them apart.
         if ((await base.size()) !== meta.size) await base.truncate(meta.size);
-        await removeOrphans(io, dir, meta);
+        await removeOrphans(io, dir, meta, stores);
       }
       for (const rec of meta.checkpoints) {
         const minLength = meta.storeLengths?.get(rec.id);
@@ -1416,10 +1417,9 @@ export async function inspectVolume(dir: string, io: FileIO = nodeFileIO): Promi
  * stale fallback (the newer slot was damaged after it was durable, docs/format.md §2.4): serving
  * them would give older checkpoints wrong data for the grains copied only into the lost one.
  */
-async function refuseStaleMeta(io: FileIO, dir: string, meta: VolumeMeta): Promise<void> {
-  for (const name of await io.readdir(dir)) {
-    const m = STORE_PATTERN.exec(name);
-    if (!m || Number(m[1]) < meta.nextCheckpointId) continue;
+async function refuseStaleMeta(io: FileIO, dir: string, meta: VolumeMeta, stores: readonly StoreFile[]): Promise<void> {
+  for (const { name, id } of stores) {
+    if (id < meta.nextCheckpointId) continue;
     const f = await io.open(path.join(dir, name), 'read');
     const size = await f.size().finally(() => f.close());
     if (size > STORE_HEADER_LENGTH) {
@@ -1432,10 +1432,22 @@ async function refuseStaleMeta(io: FileIO, dir: string, meta: VolumeMeta): Promi
 }
 
 /** Deletes store files no checkpoint refers to (a crash between creating and recording one). */
-async function removeOrphans(io: FileIO, dir: string, meta: VolumeMeta): Promise<void> {
+async function removeOrphans(io: FileIO, dir: string, meta: VolumeMeta, stores: readonly StoreFile[]): Promise<void> {
   const known = new Set(meta.checkpoints.map((c) => c.id));
+  for (const { name, id } of stores) if (!known.has(id)) await io.unlink(path.join(dir, name));
+}
+
+interface StoreFile {
+  readonly name: string;
+  readonly id: number;
+}
+
+/** The checkpoint store files in a volume directory, with the checkpoint id each is named for. */
+async function listStoreFiles(io: FileIO, dir: string): Promise<StoreFile[]> {
+  const out: StoreFile[] = [];
   for (const name of await io.readdir(dir)) {
     const m = STORE_PATTERN.exec(name);
-    if (m && !known.has(Number(m[1]))) await io.unlink(path.join(dir, name));
+    if (m) out.push({ name, id: Number(m[1]) });
   }
+  return out;
 }

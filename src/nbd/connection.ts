@@ -420,7 +420,7 @@ export class NbdConnection {
     const errors = this.stats.errors;
     this.execute(req, payload, started);
     // Answered at once (a no-op, or refused): account for it now; export calls do on completion.
-    if (this.inflightRequests === inflight) obs.observe(req.type, req.length, (performance.now() - started) / 1000, this.stats.errors === errors);
+    if (this.inflightRequests === inflight) this.report(obs, req, started, errors);
   }
 
   /** Validates a request and calls the export, or answers at once. `started`: performance.now() of the socket read that delivered it (0 without an observer). */
@@ -520,11 +520,17 @@ export class NbdConnection {
       // The reply decides success (an export result of the wrong size is answered EIO).
       const errors = this.stats.errors;
       this.guard(reply);
-      obs.observe(req.type, req.length, (performance.now() - started) / 1000, this.stats.errors === errors);
+      this.report(obs, req, started, errors);
     }
     if (settled !== undefined) this.guard(() => settled(ok));
     this.guard(() => this.afterCompletion());
   }
+
+  /** Tells the observer of an answered request: succeeded unless the error count moved past `errorsBefore`. */
+  private report(obs: NbdRequestObserver, req: Request, started: number, errorsBefore: number): void {
+    obs.observe(req.type, req.length, (performance.now() - started) / 1000, this.stats.errors === errorsBefore);
+  }
+
 
   private afterCompletion(): void {
     if (this.inflightRequests === 0) {

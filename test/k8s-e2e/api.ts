@@ -2,7 +2,6 @@
 // selected-node annotation), VolumeSnapshots, VolumeRollbacks, VolumeTransactions and their
 // participants. Every wait is a watch with a deadline (observe.ts).
 import {
-  ApiException,
   PatchStrategy,
   setHeaderOptions,
   type CoreV1Event,
@@ -32,17 +31,7 @@ export interface VolumeSnapshotContent extends KObject {
   status?: { readyToUse?: boolean; snapshotHandle?: string; error?: { message?: string } };
 }
 
-/** The API server's message for a rejected request. */
-export async function rejection(p: Promise<unknown>): Promise<{ code: number; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    if (!(e instanceof ApiException)) throw e;
-    const body = typeof e.body === 'string' ? (JSON.parse(e.body) as { message?: string }) : (e.body as { message?: string });
-    return { code: e.code as number, message: body.message ?? '' };
-  }
-  throw new Error('the API server accepted a request it must reject');
-}
+export { rejection } from '../k8s/harness.js';
 
 export class Api {
   constructor(private readonly c: Cluster) {}

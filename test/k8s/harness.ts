@@ -637,6 +637,18 @@ async function startKubeControllerManager(
 // ---------------------------------------------------------------------------------------------------
 // Snapshot machinery
 
+/** The API server's Status message of a request it rejected; fails if it accepted the request. */
+export async function rejection(p: Promise<unknown>): Promise<{ code: number; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    if (!(e instanceof ApiException)) throw e;
+    const body = typeof e.body === 'string' ? (JSON.parse(e.body) as { message?: string }) : (e.body as { message?: string });
+    return { code: e.code as number, message: body.message ?? '' };
+  }
+  throw new Error('the API server accepted a request it must reject');
+}
+
 function isApiException(e: unknown, code: number): boolean {
   return e instanceof ApiException && e.code === code;
 }

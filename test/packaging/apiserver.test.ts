@@ -6,25 +6,13 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ApiException, CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import { applySnapshotCrds, startControlPlane, type ControlPlane } from '../k8s/harness.js';
+import { CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { applySnapshotCrds, rejection, startControlPlane, type ControlPlane } from '../k8s/harness.js';
 import { ALL_FEATURES, ROOT, applyFlashcsiCrds, applyStandInCrds, kubectl, parseManifests, renderChart, show } from './helpers.js';
 
 const GROUP = 'flashcsi.io';
 const VERSION = 'v1alpha1';
 const NS = 'crd-tests';
-
-/** The API server's Status message of a rejected request. */
-async function rejection(p: Promise<unknown>): Promise<{ code: number; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    if (!(e instanceof ApiException)) throw e;
-    const body = typeof e.body === 'string' ? (JSON.parse(e.body) as { message?: string }) : (e.body as { message?: string });
-    return { code: e.code as number, message: body.message ?? '' };
-  }
-  assert.fail('the API server accepted a request it must reject');
-}
 
 describe('chart, deploy/ and CRDs on a real kube-apiserver', { timeout: 240_000 }, () => {
   let cp: ControlPlane | undefined;
