@@ -23,6 +23,8 @@ interface PluginFlags {
   agent?: boolean;
   kubeconfig?: string;
   metricsAddress?: string;
+  registrationDir?: string;
+  kubeletRegistrationPath?: string;
 }
 
 export function registerPluginCommand(program: Command): void {
@@ -39,6 +41,8 @@ export function registerPluginCommand(program: Command): void {
     .option('--drain-timeout <ms>', 'how long SIGTERM lets running calls finish', '10000')
     .option('--agent', 'also run the node agent: carry out VolumeRollbacks and VolumeTransaction steps for this node\'s volumes')
     .option('--metrics-address <host:port>', 'serve Prometheus /metrics and /healthz over plain HTTP (read-only) on this address; ":9808" = every interface (default: off)')
+    .option('--registration-dir <dir>', 'register with the kubelet: serve its plugin-registration socket in this directory (<kubelet root>/plugins_registry)')
+    .option('--kubelet-registration-path <path>', 'the CSI socket\'s path as the kubelet sees it, for --registration-dir (default: the --endpoint path)')
     .option('--kubeconfig <path>', 'kubeconfig for --agent (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)')
     .action(async (o: PluginFlags) => {
       if (!(PLUGIN_MODES as readonly string[]).includes(o.mode)) throw new Error(`--mode must be one of ${PLUGIN_MODES.join(', ')}, got ${JSON.stringify(o.mode)}`);
@@ -67,6 +71,8 @@ export function registerPluginCommand(program: Command): void {
         serveLogLevel: o.logLevel,
         ...(metricsAddress === undefined ? {} : { metricsAddress }),
         ...(o.snapshotMetadataEndpoint === undefined ? {} : { snapshotMetadataEndpoint: o.snapshotMetadataEndpoint }),
+        ...(o.registrationDir === undefined ? {} : { registrationDir: o.registrationDir }),
+        ...(o.kubeletRegistrationPath === undefined ? {} : { kubeletEndpoint: o.kubeletRegistrationPath }),
       });
       let agent: NodeAgent | undefined;
       // Signals are handled from here on, even while the agent still waits for the API server.

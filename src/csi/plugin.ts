@@ -12,6 +12,10 @@
  * merged with every staged volume's, see metrics.ts) and /healthz (200 once ready), from before
  * the gRPC servers start.
  *
+ * With `registrationDir` (node modes), the plugin registers itself with the kubelet: once its CSI
+ * socket listens it serves the kubelet's plugin-registration API in that directory (server.ts
+ * startRegistrationServer, registration.ts); stop() removes that socket first, which deregisters it.
+ *
  * stop() drains the gRPC servers (running calls finish, new ones are refused, then a deadline).
  * It never stops a volume's data-path server or nbdfuse: staged volumes keep working while the
  * plugin is down, and the next start adopts them.
@@ -29,7 +33,8 @@ import { startPluginMetrics, type RunningPluginMetrics } from './metrics.js';
 import { linuxMounter, type Mounter } from './mounter.js';
 import { createNodeService } from './node.js';
 import { serveLauncher, type ServeLauncher } from './serve-process.js';
-import { parseUnixEndpoint, startCsiServer, startSnapshotMetadataServer, type PluginMode, type RunningServer } from './server.js';
+import { parseUnixEndpoint, startCsiServer, startRegistrationServer, startSnapshotMetadataServer, type PluginMode, type RunningServer } from './server.js';
+import { DRIVER_NAME } from '../constants.js';
 import { createSnapshotMetadataService } from './snapshot-metadata.js';
 import { NodeStager } from './stager.js';
 import { StateDir } from './state.js';
@@ -52,6 +57,10 @@ export interface PluginOptions {
   readonly serveLogLevel?: string;
   /** Serve /metrics and /healthz over plain HTTP here (off unless set). */
   readonly metricsAddress?: ListenAddress;
+  /** Register with the kubelet: serve its plugin-registration API in this directory (its plugins_registry). */
+  readonly registrationDir?: string;
+  /** The CSI socket's path as the kubelet sees it (default: the endpoint's path). */
+  readonly kubeletEndpoint?: string;
   /** Overrides for tests. */
   readonly launcher?: ServeLauncher;
   readonly mounter?: Mounter;
@@ -134,6 +143,7 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
         });
   const callObserver = metrics === undefined ? {} : { callObserver: metrics.metrics.calls };
   const servers: RunningServer[] = [];
+  let registration: RunningServer | undefined;
   try {
     servers.push(
       await startCsiServer({
@@ -175,6 +185,15 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
           snapshotMetadata: untilReady(createSnapshotMetadataService({ metadata: volumes, inflight }) as AsyncService<object>, readiness),
         }),
       );
+    }
+    if (options.registrationDir !== undefined && nodeMode) {
+      // Only now: the kubelet calls NodeGetInfo on the CSI socket as soon as it sees this one.
+      registration = await startRegistrationServer({
+        dir: options.registrationDir,
+        driverName: DRIVER_NAME,
+        kubeletEndpoint: options.kubeletEndpoint ?? parseUnixEndpoint(options.endpoint),
+        logger: options.logger,
+      });
     }
   } catch (err) {
     for (const s of servers) await s.stop().catch(() => undefined);
@@ -220,6 +239,7 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
     metrics,
     stop: () =>
       (stopping ??= (async () => {
+        await registration?.stop();
         await Promise.all(servers.map((s) => s.stop()));
         await metrics?.stop();
         log.info('plugin stopped; staged volumes keep running');

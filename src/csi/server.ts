@@ -15,6 +15,9 @@
  * - SnapshotMetadata runs as a separate server on its own socket (startSnapshotMetadataServer),
  *   because the external-snapshot-metadata sidecar connects to it separately; Identity is served
  *   there too, as the sidecar probes it.
+ * - The kubelet's plugin registration (registration.ts) is one more server, on
+ *   `<dir>/<driver>-reg.sock` in the kubelet's plugins_registry (startRegistrationServer), started
+ *   after the CSI socket listens.
  * - stop(): tryShutdown (refuse new calls, let running ones finish) with a deadline, then
  *   forceShutdown, then the socket file is removed if it is still ours. The deadline also bounds a
  *   grpc-js quirk: a session whose peer has just gone away may never report its close to
@@ -33,6 +36,7 @@ import type { IdentityHandlers } from './generated/csi/v1/Identity.js';
 import type { NodeHandlers } from './generated/csi/v1/Node.js';
 import type { SnapshotMetadataHandlers } from './generated/csi/v1/SnapshotMetadata.js';
 import { csiProto } from './proto.js';
+import { createRegistrationService, registrationServiceDefinition, type RegistrationStatus } from './registration.js';
 import { adaptService, type AdapterOptions, type AsyncService } from './unary.js';
 import type { PluginMode } from './modes.js';
 
@@ -145,6 +149,57 @@ export async function startSnapshotMetadataServer(options: SnapshotMetadataServe
     { name: 'csi.v1.Identity', definition: proto.Identity.service, service: options.identity },
     { name: 'csi.v1.SnapshotMetadata', definition: proto.SnapshotMetadata.service, service: options.snapshotMetadata },
   ]);
+}
+
+export interface RegistrationServerOptions {
+  /** The kubelet's plugins_registry directory (as this process sees it). */
+  readonly dir: string;
+  readonly driverName: string;
+  /** The CSI socket's path as the kubelet sees it. */
+  readonly kubeletEndpoint: string;
+  readonly logger: Logger;
+  /** How long to wait before offering the socket again after the kubelet refused it. Default 10 s. */
+  readonly retryMs?: number;
+}
+
+/**
+ * Serves `pluginregistration.Registration` on `<dir>/<driver>-reg.sock`. When the kubelet refuses the
+ * registration, the socket is removed and made again after `retryMs`, which makes the kubelet try again.
+ */
+export async function startRegistrationServer(options: RegistrationServerOptions): Promise<RunningServer> {
+  const logger = componentLogger(options.logger, 'registration');
+  const endpoint = `unix://${join(options.dir, `${options.driverName}-reg.sock`)}`;
+  let current: RunningServer | undefined;
+  let retry: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const onStatus = (status: RegistrationStatus): void => {
+    if (status.plugin_registered || stopped || retry !== undefined) return;
+    const retryMs = options.retryMs ?? 10_000;
+    logger.warn({ retryMs }, 'offering the registration socket again after a back-off');
+    retry = setTimeout(() => {
+      retry = undefined;
+      // Its socket must disappear and come back: the kubelet registers on the socket's creation.
+      void (async () => {
+        await current?.stop();
+        if (!stopped) current = await listen();
+      })().catch((err: unknown) => logger.error({ err }, 'cannot offer the registration socket again'));
+    }, retryMs);
+  };
+  const service = createRegistrationService({ driverName: options.driverName, kubeletEndpoint: options.kubeletEndpoint, logger, onStatus });
+  const listen = (): Promise<RunningServer> =>
+    startServer({ endpoint, logger: options.logger, drainTimeoutMs: 1000 }, logger, [
+      { name: 'pluginregistration.Registration', definition: registrationServiceDefinition(), service },
+    ]);
+  current = await listen();
+  return {
+    socketPath: current.socketPath,
+    services: current.services,
+    async stop() {
+      stopped = true;
+      if (retry !== undefined) clearTimeout(retry);
+      await current?.stop();
+    },
+  };
 }
 
 interface Registration {
