@@ -7,8 +7,8 @@
 # Base: Node.js 24 LTS ("Krypton") on Debian 12 slim, pinned to a patch release. Debian 12 is the
 # distribution the test suite runs on, so the image gets the same nbd-client/libnbd/e2fsprogs
 # versions the data path is tested with. (Pin by digest too where a registry is reachable:
-# docker buildx imagetools inspect node:24.17.0-bookworm-slim.)
-ARG NODE_IMAGE=node:24.17.0-bookworm-slim
+# docker buildx imagetools inspect node:24.22.3-bookworm-slim.)
+ARG NODE_IMAGE=node:24.22.3-bookworm-slim
 
 # ---- build: compile TypeScript, then drop the dev dependencies --------------------------------
 FROM ${NODE_IMAGE} AS build

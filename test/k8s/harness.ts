@@ -314,6 +314,17 @@ export interface ControlPlaneOptions {
   controllerManager?: boolean | { controllers?: string[]; args?: string[] };
   /** Keep the temp dir (logs, etcd data, certs) after stop(); also when FLASHCSI_KEEP_K8S=1. */
   keepDir?: boolean;
+  /**
+   * Run as a cluster with nodes (test/cluster): the API server binds `address` on port 443 and
+   * advertises it, `serviceClusterIPRange`'s first address is that same address (so pods reach the API
+   * server at the kubernetes Service's ClusterIP without a kube-proxy), the default admission plugins
+   * are on (ServiceAccount, PodSecurity, NodeRestriction, …: kube-controller-manager must run), and the
+   * API server holds a client certificate for the kubelets (`kubectl exec/logs`) and checks their
+   * serving certificates against the CA.
+   */
+  cluster?: { address: string; serviceClusterIPRange: string };
+  /** Parent directory of the temp dir (default the OS temp dir). */
+  parentDir?: string;
 }
 
 export interface ControlPlane {
@@ -327,7 +338,7 @@ export interface ControlPlane {
   readonly caFile: string;
   /** Service-account signing key (PEM, EC P-256) the API server uses; for issuing tokens in tests. */
   readonly serviceAccountKeyFile: string;
-  /** The temp dir holding everything (removed by stop() unless kept). */
+  /** The temp dir holding everything (removed by stop() unless kept); ca.crt and ca.key sign certificates (issueCert). */
   readonly dir: string;
   readonly etcd: ManagedProcess;
   readonly apiServer: ManagedProcess;
@@ -363,28 +374,61 @@ async function openssl(cwd: string, args: string[]): Promise<void> {
   }
 }
 
-/** A CA, a serving certificate for 127.0.0.1/localhost/kubernetes.default.svc, and a service-account key. */
-async function makeCerts(dir: string): Promise<{ ca: string; cert: string; key: string; saKey: string }> {
-  const days = '7';
+export interface CertRequest {
+  /** File name stem: <dir>/<name>.crt and <dir>/<name>.key. */
+  readonly name: string;
+  readonly cn: string;
+  /** Organisation (a group, for client certificates), e.g. system:nodes. */
+  readonly org?: string;
+  readonly ips?: readonly string[];
+  readonly dns?: readonly string[];
+  /** serverAuth, clientAuth, or both. */
+  readonly usage: 'server' | 'client' | 'both';
+}
+
+/** An EC P-256 key and a certificate for it signed by the CA in `dir` (ca.crt, ca.key); returns their paths. */
+export async function issueCert(dir: string, req: CertRequest): Promise<{ cert: string; key: string }> {
+  const key = `${req.name}.key`;
+  const csr = `${req.name}.csr`;
+  const ext = `${req.name}.ext`;
+  await openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', key]);
+  await openssl(dir, ['req', '-new', '-key', key, '-subj', `/CN=${req.cn}${req.org ? `/O=${req.org}` : ''}`, '-out', csr]);
+  const usage = { server: 'serverAuth', client: 'clientAuth', both: 'serverAuth,clientAuth' }[req.usage];
+  const sans = [...(req.ips ?? []).map((ip) => `IP:${ip}`), ...(req.dns ?? []).map((d) => `DNS:${d}`)];
+  await writeFile(
+    join(dir, ext),
+    `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=${usage}\n` +
+      (sans.length > 0 ? `subjectAltName=${sans.join(',')}\n` : ''),
+  );
+  await openssl(dir, ['x509', '-req', '-in', csr, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '7', '-extfile', ext, '-out', `${req.name}.crt`]);
+  return { cert: join(dir, `${req.name}.crt`), key: join(dir, key) };
+}
+
+/** The first usable address of an IPv4 CIDR (the kubernetes Service's ClusterIP of a service range). */
+export function firstAddress(cidr: string): string {
+  const [net] = cidr.split('/');
+  const parts = (net ?? '').split('.').map(Number);
+  if (parts.length !== 4 || parts.some((n) => !Number.isInteger(n) || n < 0 || n > 255)) throw new Error(`not an IPv4 CIDR: ${cidr}`);
+  const n = (((parts[0] ?? 0) << 24) | ((parts[1] ?? 0) << 16) | ((parts[2] ?? 0) << 8) | (parts[3] ?? 0)) + 1;
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+
+/** A CA, a serving certificate for the API server's addresses and kubernetes.default.svc, and a service-account key. */
+async function makeCerts(dir: string, ips: string[]): Promise<{ ca: string; cert: string; key: string; saKey: string }> {
   await openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'ca.key']);
   await openssl(dir, [
-    'req', '-x509', '-new', '-key', 'ca.key', '-subj', '/CN=flashcsi-test-ca', '-days', days, '-out', 'ca.crt',
+    'req', '-x509', '-new', '-key', 'ca.key', '-subj', '/CN=flashcsi-test-ca', '-days', '7', '-out', 'ca.crt',
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
   ]);
-  await openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'apiserver.key']);
-  await openssl(dir, ['req', '-new', '-key', 'apiserver.key', '-subj', '/CN=kube-apiserver', '-out', 'apiserver.csr']);
-  await writeFile(
-    join(dir, 'apiserver.ext'),
-    'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' +
-      'subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,' +
-      'DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n',
-  );
-  await openssl(dir, [
-    'x509', '-req', '-in', 'apiserver.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', days,
-    '-extfile', 'apiserver.ext', '-out', 'apiserver.crt',
-  ]);
+  const serving = await issueCert(dir, {
+    name: 'apiserver',
+    cn: 'kube-apiserver',
+    usage: 'server',
+    ips: [...new Set(['127.0.0.1', ...ips])],
+    dns: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'],
+  });
   await openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'sa.key']);
-  return { ca: join(dir, 'ca.crt'), cert: join(dir, 'apiserver.crt'), key: join(dir, 'apiserver.key'), saKey: join(dir, 'sa.key') };
+  return { ca: join(dir, 'ca.crt'), cert: serving.cert, key: serving.key, saKey: join(dir, 'sa.key') };
 }
 
 function kubeconfigYaml(server: string, caPem: Buffer, token: string): string {
@@ -462,7 +506,11 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   const tools = requireTools('etcd', 'kube-apiserver', ...(wantKcm ? ['kube-controller-manager'] : []));
   const timeoutMs = opts.readyTimeoutMs ?? 120_000;
   const keep = opts.keepDir === true || process.env['FLASHCSI_KEEP_K8S'] === '1';
-  const dir = await mkdtemp(join(tmpdir(), 'flashcsi-k8s-'));
+  const dir = await mkdtemp(join(opts.parentDir ?? tmpdir(), 'flashcsi-k8s-'));
+  const cluster = opts.cluster;
+  if (cluster && firstAddress(cluster.serviceClusterIPRange) !== cluster.address) {
+    throw new Error(`startControlPlane: the kubernetes Service's ClusterIP (${firstAddress(cluster.serviceClusterIPRange)}) must be the API server's address ${cluster.address}`);
+  }
   const procs: ManagedProcess[] = [];
   const adopted: ManagedProcess[] = [];
   let stopped = false;
@@ -476,7 +524,10 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   };
 
   try {
-    const certs = await makeCerts(dir);
+    const certs = await makeCerts(dir, cluster ? [cluster.address] : [firstAddress('10.0.0.0/24')]);
+    const kubeletClient = cluster
+      ? await issueCert(dir, { name: 'apiserver-kubelet-client', cn: 'kube-apiserver-kubelet-client', org: 'system:masters', usage: 'client' })
+      : undefined;
     const token = randomBytes(24).toString('hex');
     await writeFile(join(dir, 'tokens.csv'), `${token},admin,admin-uid,"system:masters"\n`, { mode: 0o600 });
     const etcd = await startEtcd(requiredPath(tools, 'etcd'), dir, timeoutMs);
@@ -485,16 +536,24 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     let apiServer: ManagedProcess | undefined;
     let server = '';
     for (let attempt = 1; ; attempt++) {
-      const port = await freePort();
-      server = `https://127.0.0.1:${port}`;
+      const port = cluster ? 443 : await freePort();
+      const address = cluster?.address ?? '127.0.0.1';
+      server = `https://${address}:${port}`;
       apiServer = startProcess(
         'kube-apiserver',
         requiredPath(tools, 'kube-apiserver'),
         [
           `--etcd-servers=${etcd.url}`,
-          '--bind-address=127.0.0.1',
-          '--advertise-address=127.0.0.1',
-          '--endpoint-reconciler-type=none', // the reconciler refuses a loopback advertise address
+          `--bind-address=${address}`,
+          `--advertise-address=${address}`,
+          ...(cluster
+            ? [
+                `--kubelet-client-certificate=${kubeletClient?.cert ?? ''}`,
+                `--kubelet-client-key=${kubeletClient?.key ?? ''}`,
+                `--kubelet-certificate-authority=${certs.ca}`,
+                '--kubelet-preferred-address-types=InternalIP',
+              ]
+            : ['--endpoint-reconciler-type=none']), // the reconciler refuses a loopback advertise address
           `--secure-port=${port}`,
           `--cert-dir=${join(dir, 'apiserver-certs')}`,
           `--tls-cert-file=${certs.cert}`,
@@ -502,12 +561,11 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
           `--client-ca-file=${certs.ca}`,
           `--token-auth-file=${join(dir, 'tokens.csv')}`,
           '--authorization-mode=Node,RBAC',
-          `--disable-admission-plugins=${DISABLED_ADMISSION.join(',')}`,
-          '--enable-admission-plugins=NamespaceLifecycle',
+          ...(cluster ? [] : [`--disable-admission-plugins=${DISABLED_ADMISSION.join(',')}`, '--enable-admission-plugins=NamespaceLifecycle']),
           '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
           `--service-account-key-file=${certs.saKey}`,
           `--service-account-signing-key-file=${certs.saKey}`,
-          '--service-cluster-ip-range=10.0.0.0/24',
+          `--service-cluster-ip-range=${cluster?.serviceClusterIPRange ?? '10.0.0.0/24'}`,
           '--allow-privileged=true',
           '--profiling=false',
           '--v=1',
@@ -530,7 +588,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         break;
       } catch (e) {
         await apiServer.stop();
-        if (attempt < 3 && /address already in use/.test(apiServer.logTail(200))) continue;
+        if (attempt < 3 && !cluster && /address already in use/.test(apiServer.logTail(200))) continue;
         throw e;
       }
     }
