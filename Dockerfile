@@ -19,8 +19,6 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY cmd ./cmd
 COPY src ./src
-COPY test ./test
-COPY bench ./bench
 COPY proto ./proto
 RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund

@@ -185,7 +185,7 @@ build_base() { # into buildah's storage only (the flashcsi build uses it; no arc
 # ---- flashcsi ------------------------------------------------------------------------------------
 FLASHCSI_REF=ghcr.io/flashcsi/flashcsi:$APP_VERSION
 # What the Dockerfile copies (keep in step with its COPY lines; test/packaging/dockerfile.test.ts checks).
-FLASHCSI_INPUTS=(Dockerfile package.json package-lock.json tsconfig.json cmd src test bench proto)
+FLASHCSI_INPUTS=(Dockerfile package.json package-lock.json tsconfig.json cmd src proto)
 build_flashcsi() {
   local key; key=$( (base_key; git ls-files -co --exclude-standard -- "${FLASHCSI_INPUTS[@]}" | LC_ALL=C sort | xargs -d '\n' sha256sum) | hash_of)
   have flashcsi "$key" && return 0

@@ -219,7 +219,7 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
     assert.deepEqual(spec.tolerations, [{ operator: 'Exists' }]);
     assert.equal(spec.priorityClassName, 'system-node-critical');
     assert.deepEqual((ds['spec'] as { updateStrategy: unknown }).updateStrategy, { type: 'OnDelete' });
-    assert.deepEqual(spec.containers.map((c) => c.name), ['flashcsi', 'node-driver-registrar', 'liveness-probe', 'csi-provisioner', 'csi-snapshotter']);
+    assert.deepEqual(spec.containers.map((c) => c.name), ['flashcsi', 'csi-provisioner', 'csi-snapshotter']);
 
     const plugin = container(spec, 'flashcsi');
     assert.deepEqual(plugin.args, [
@@ -234,7 +234,12 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
       '--agent',
       '--metrics-address=:9808',
       '--log-level=info',
+      '--registration-dir=/var/lib/kubelet/plugins_registry',
+      '--kubelet-registration-path=/var/lib/kubelet/plugins/flashcsi.io/csi.sock',
     ]);
+    // Its own /healthz (on the metrics port) for both probes: no livenessprobe sidecar.
+    assert.equal((plugin as { livenessProbe?: { httpGet?: { port?: string } } }).livenessProbe?.httpGet?.port, 'node-metrics');
+    assert.equal((plugin as { readinessProbe?: { httpGet?: { port?: string } } }).readinessProbe?.httpGet?.port, 'node-metrics');
     assert.deepEqual(plugin.securityContext, { privileged: true, runAsUser: 0, runAsNonRoot: false });
     const mounts = Object.fromEntries((plugin.volumeMounts ?? []).map((m) => [m.mountPath, m]));
     assert.equal(mounts['/var/lib/kubelet']?.mountPropagation, 'Bidirectional');
@@ -244,7 +249,7 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
     const hostPaths = Object.fromEntries(spec.volumes.filter((v) => v.hostPath).map((v) => [v.name, v.hostPath]));
     assert.deepEqual(hostPaths['plugin-dir'], { path: '/var/lib/kubelet/plugins/flashcsi.io', type: 'DirectoryOrCreate' });
     assert.deepEqual(hostPaths['state-dir'], { path: '/var/lib/flashcsi', type: 'DirectoryOrCreate' });
-    assert.deepEqual(hostPaths['registration-dir'], { path: '/var/lib/kubelet/plugins_registry', type: 'Directory' });
+    assert.equal(hostPaths['registration-dir'], undefined, 'the plugin reaches plugins_registry through its kubelet-dir mount');
 
     for (const c of spec.containers.filter((x) => x.name !== 'flashcsi')) {
       assert.notEqual(c.securityContext?.['privileged'], true, `${c.name} is not privileged`);
@@ -262,7 +267,13 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
     );
     assert.ok(container(spec, 'csi-snapshotter').args?.includes('--node-deployment'));
     assert.ok(container(spec, 'csi-snapshotter').env?.some((e) => e.name === 'NODE_NAME'));
-    assert.ok(container(spec, 'node-driver-registrar').args?.includes('--kubelet-registration-path=/var/lib/kubelet/plugins/flashcsi.io/csi.sock'));
+    // The standard sidecars instead, as an option.
+    const withSidecars = podSpec(find(await renderAll(), 'DaemonSet', 'flashcsi-node'));
+    assert.deepEqual(withSidecars.containers.map((c) => c.name).slice(0, 5), ['flashcsi', 'node-driver-registrar', 'liveness-probe', 'csi-provisioner', 'csi-snapshotter']);
+    assert.ok(container(withSidecars, 'node-driver-registrar').args?.includes('--kubelet-registration-path=/var/lib/kubelet/plugins/flashcsi.io/csi.sock'));
+    assert.ok(!(container(withSidecars, 'flashcsi').args ?? []).some((a) => a.startsWith('--registration-dir')));
+    const withSidecarsPaths = Object.fromEntries(withSidecars.volumes.filter((v) => v.hostPath).map((v) => [v.name, v.hostPath]));
+    assert.deepEqual(withSidecarsPaths['registration-dir'], { path: '/var/lib/kubelet/plugins_registry', type: 'Directory' });
     // No leader election in node-deployment mode (the sidecars refuse it).
     for (const c of spec.containers) assert.ok(!(c.args ?? []).some((a) => a.startsWith('--leader-election')), `${c.name} has no leader election`);
   });
@@ -273,7 +284,7 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
     assert.equal((dep['spec'] as { replicas: number }).replicas, 2);
     const spec = podSpec(dep);
     assert.equal(spec.serviceAccountName, 'flashcsi-coordinator');
-    assert.deepEqual(spec.containers.map((c) => c.name), ['coordinator', 'controller', 'csi-resizer', 'liveness-probe']);
+    assert.deepEqual(spec.containers.map((c) => c.name), ['coordinator', 'controller', 'csi-resizer']);
     assert.equal(spec.securityContext?.['runAsNonRoot'], true);
     assert.equal(spec.securityContext?.['runAsUser'], 1000);
     assert.deepEqual(container(spec, 'coordinator').args, [
@@ -291,6 +302,7 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
       '--state-dir=/tmp/flashcsi',
       '--node-id=controller',
       '--log-level=info',
+      '--metrics-address=:9898',
     ]);
     assert.ok(container(spec, 'csi-resizer').args?.includes('--leader-election'));
     for (const c of spec.containers) {

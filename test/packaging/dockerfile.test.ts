@@ -94,6 +94,16 @@ describe('Dockerfile (static checks; no Docker engine here)', () => {
     }
   });
 
+  it('scripts/images.sh keys the image by exactly what the build stage copies (a test edit never rebuilds it)', () => {
+    const build = parsed.stages.find((s) => s.name === 'build');
+    assert.ok(build);
+    const copied = build.instructions
+      .filter((i) => i.op === 'COPY' && !i.args.startsWith('--from'))
+      .flatMap((c) => c.args.split(' ').slice(0, -1).map((s) => s.replace(/\/$/, '')));
+    const inputs = /^FLASHCSI_INPUTS=\(([^)]*)\)$/m.exec(readFileSync(join(ROOT, 'scripts', 'images.sh'), 'utf8'))?.[1]?.split(' ');
+    assert.deepEqual(inputs?.sort(), ['Dockerfile', ...copied].sort());
+  });
+
   it('runtime stage: the data-path packages, non-root USER node, the entrypoint of the build', () => {
     const runtime = parsed.stages.find((s) => s.name === 'runtime');
     assert.ok(runtime);

@@ -52,6 +52,7 @@ export function kubectl(cp: ControlPlane, args: readonly string[], input?: strin
 /** --set flags that turn on every optional feature of the chart. */
 export const ALL_FEATURES: readonly string[] = [
   'snapshotController.enabled=true',
+  'sidecars.registrarAndLivenessProbe=true',
   'snapshotMetadata.enabled=true',
   'snapshotMetadata.tlsSecretName=flashcsi-snapshot-metadata-tls',
   // base64 of a PEM header line: the CRD takes any bytes; the sidecar is not started here.
