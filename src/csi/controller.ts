@@ -134,7 +134,10 @@ export function createControllerService(options: ControllerServiceOptions): Asyn
         const problem = capabilityProblem(cap);
         if (problem !== undefined) throw new CsiError(CsiErrorCode.InvalidArgument, `volume_capabilities: ${problem}`);
       }
-      parseVolumeParameters(req.parameters);
+      // The parameters are not checked here: capacity does not depend on them, and with storage
+      // capacity tracking a refused GetCapacity leaves the StorageClass without capacity, so the
+      // scheduler would only say "not enough free storage". CreateVolume names the bad parameter
+      // (ProvisioningFailed on the PVC).
       const elsewhere = req.accessible_topology !== null && req.accessible_topology.segments[TOPOLOGY_NODE_KEY] !== nodeId;
       const available = elsewhere ? 0n : await volumes.availableCapacity();
       // Volumes are thin, but one larger than the free space could not be filled: report that as the maximum.
