@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
 # Installs what flashcsi needs on a fresh Debian machine, and caches it.
-#   scripts/setup.sh run   — what `npm start` needs (npm packages, NBD/filesystem tools)
-#   scripts/setup.sh test  — all of the above plus the test peers and the pinned Go tools
-# Every step is skipped when its stamp is current, so a warm machine pays almost nothing.
+#   scripts/setup.sh plugin — what `npm run start:plugin` needs (npm packages, NBD/filesystem tools)
+#   scripts/setup.sh run    — what `npm start` needs: the above, plus the local cluster: its pinned Go
+#                             tools (tier cluster of scripts/go-tools.versions) and images (scripts/images.sh)
+#   scripts/setup.sh test   — all of the above plus the test peers (tier test)
+#   scripts/setup.sh e2e    — all of the above plus the upstream storage e2e suite (tier e2e)
+# Every step is skipped when its stamp is current, so a warm machine pays almost nothing. A cold
+# machine builds Go tools from source (about 35-45 min on 2 cores; see README "Set-up").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 purpose=${1:-test}
+case "$purpose" in plugin|run|test|e2e) ;; *) echo "setup: unknown purpose $purpose (plugin, run, test, e2e)" >&2; exit 2 ;; esac
 cache=${FLASHCSI_CACHE:-$HOME/.cache/flashcsi}
 mkdir -p "$cache"
+t0=$(date +%s)
 
-# Debian packages: the data path's peers (NBD clients, nbdfuse, filesystems) and the test peers.
-run_pkgs=(nbd-client libnbd-bin fuse3 e2fsprogs xfsprogs util-linux)
+# Debian packages: the data path's peers (NBD clients, nbdfuse, filesystems); the local cluster's
+# (CNI plugins, image building: buildah, debootstrap, busybox-static; runc's cgo build: libseccomp-dev;
+# pause: gcc, libc6-dev); the test peers.
+plugin_pkgs=(nbd-client libnbd-bin fuse3 e2fsprogs xfsprogs util-linux)
+cluster_pkgs=(containernetworking-plugins iproute2 buildah golang-github-containers-common debootstrap busybox-static
+  libseccomp-dev pkg-config gcc libc6-dev openssl curl git)
 test_pkgs=(qemu-utils nbdkit fio)
-pkgs=("${run_pkgs[@]}")
-[ "$purpose" = test ] && pkgs+=("${test_pkgs[@]}")
+pkgs=("${plugin_pkgs[@]}")
+[ "$purpose" != plugin ] && pkgs+=("${cluster_pkgs[@]}")
+case "$purpose" in test|e2e) pkgs+=("${test_pkgs[@]}") ;; esac
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,8 +43,14 @@ if [ ! -f node_modules/.flashcsi-lock ] || [ "$(cat node_modules/.flashcsi-lock)
   npm ci --no-audit --no-fund >/dev/null
   echo "$lock_hash" > node_modules/.flashcsi-lock
 fi
+[ "$purpose" = plugin ] && exit 0
 
-# Pinned Go tools (csi-sanity, sidecars, kube-apiserver, etcd, helm…), built once into the cache.
-if [ "$purpose" = test ] && [ -x scripts/go-tools.sh ]; then
-  scripts/go-tools.sh
-fi
+# Pinned Go tools, built once into the cache: only the tiers this purpose needs.
+tiers=(--tier cluster)
+case "$purpose" in test) tiers+=(--tier test) ;; e2e) tiers+=(--tier test --tier e2e) ;; esac
+scripts/go-tools.sh "${tiers[@]}"
+
+# The cluster's images (pause, busybox, the sidecars, flashcsi from the Dockerfile), each rebuilt
+# only when its inputs change.
+scripts/images.sh >/dev/null
+echo "setup: $purpose ready in $(( $(date +%s) - t0 ))s" >&2

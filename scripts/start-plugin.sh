@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the flashcsi CSI plugin locally on embedded defaults (see README "Drive it with grpcurl"):
+# `npm run start:plugin`: the flashcsi CSI plugin alone, on embedded defaults, to drive CSI by hand
+# (README "Drive it with grpcurl"):
 #   flashcsi plugin --mode all
 #     CSI socket               ./.local/csi.sock
 #     SnapshotMetadata socket  ./.local/metadata.sock

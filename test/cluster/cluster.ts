@@ -16,7 +16,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CoreV1Api, type KubeConfig, type V1Node } from '@kubernetes/client-node';
+import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1Node } from '@kubernetes/client-node';
 import {
   applySnapshotCrds,
   freePort,
@@ -126,6 +126,42 @@ function takeSlot(): { slot: number; release: () => void } {
   throw new Error(`no free cluster slot in ${SLOTS_DIR} (${MAX_SLOTS} in use)`);
 }
 
+/** Attached loop devices and their backing files (as sysfs shows them). */
+function loopDevices(): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const name of readdirSync('/sys/block').filter((n) => n.startsWith('loop'))) {
+    try {
+      out.set(`/dev/${name}`, readFileSync(`/sys/block/${name}/loop/backing_file`, 'utf8').trim());
+    } catch {
+      // not attached
+    }
+  }
+  return out;
+}
+
+/**
+ * Before the kubelets stop: cordon every node (controllers' replacements stay Pending) and delete every
+ * pod that uses a PVC, so that each kubelet unpublishes and unstages its volumes through the CSI
+ * driver, which is still running; wait until they are gone.
+ */
+async function removeVolumePods(cp: ControlPlane): Promise<string[]> {
+  const core = cp.kubeConfig().makeApiClient(CoreV1Api);
+  try {
+    for (const n of (await core.listNode()).items) {
+      await core.patchNode({ name: n.metadata?.name ?? '', body: { spec: { unschedulable: true } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    }
+    const withVolumes = async (): Promise<Array<{ ns: string; name: string }>> =>
+      (await core.listPodForAllNamespaces()).items
+        .filter((p) => p.spec?.nodeName && (p.spec.volumes ?? []).some((v) => v.persistentVolumeClaim || v.ephemeral))
+        .map((p) => ({ ns: p.metadata?.namespace ?? '', name: p.metadata?.name ?? '' }));
+    for (const p of await withVolumes()) await core.deleteNamespacedPod({ namespace: p.ns, name: p.name, gracePeriodSeconds: 1 }).catch(() => undefined);
+    await waitFor('pods with volumes gone (their volumes unstaged)', async () => ((await withVolumes()).length === 0 ? true : undefined), { timeoutMs: 180_000, intervalMs: 500 });
+    return [];
+  } catch (e) {
+    return [`removing the pods with volumes before the nodes stop: ${(e as Error).message}`];
+  }
+}
+
 /** How many other clusters hold a slot now. */
 function otherSlotsHeld(slot: number): number {
   try {
@@ -164,11 +200,22 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<LocalClus
   // The chart's node pod mounts /lib/modules with DirectoryOrCreate: on a host without it (as here)
   // the kubelet makes it. It is removed again if this cluster was the one that needed it.
   const libModulesWasThere = existsSync('/lib/modules');
+  const loopsAtStart = new Set(loopDevices().keys());
   const stop = async (): Promise<string[]> => {
     if (stopped.length > 0 && stopped[0] === 'stopped') return [];
     stopped.push('stopped');
     const problems: string[] = [];
+    if (cp && nodes.length > 0) problems.push(...(await removeVolumePods(cp)));
     for (const n of [...nodes].reverse()) problems.push(...(await n.stop()));
+    // A loop device made during this cluster's life whose backing file is gone from every mount
+    // namespace (a volume left staged in a node that has ended) is detached, and reported.
+    if (otherSlotsHeld(slot) === 0) {
+      for (const [dev, backing] of loopDevices()) {
+        if (loopsAtStart.has(dev) || existsSync(backing)) continue;
+        problems.push(`detached ${dev}, left attached to ${backing} in an ended node`);
+        await run('losetup', ['-d', dev]).catch((e: Error) => problems.push(e.message));
+      }
+    }
     if (!libModulesWasThere && existsSync('/lib/modules') && readdirSync('/lib/modules').length === 0 && otherSlotsHeld(slot) === 0) {
       rmdirSync('/lib/modules');
     }

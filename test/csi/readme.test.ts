@@ -1,7 +1,7 @@
 /**
  * The README's "Drive it with grpcurl" walkthrough, run verbatim: its code blocks are extracted and
  * run by bash, in a directory laid out like the repository root (`proto/`, `./.local/`), against a
- * real `flashcsi plugin` started with the flags `npm start` (scripts/start.sh) uses. The restored
+ * real `flashcsi plugin` started with the flags `npm run start:plugin` (scripts/start-plugin.sh) uses. The restored
  * volume must show the pre-snapshot file, and the walkthrough's clean-up must leave nothing behind.
  */
 import assert from 'node:assert/strict';
@@ -45,7 +45,9 @@ describe('README: driving the plugin with grpcurl', () => {
     await fsp.symlink(join(packageRoot(), 'proto'), join(root, 'proto'));
     const local = join(root, '.local');
     await fsp.mkdir(local, { mode: 0o700 });
-    // The flags of scripts/start.sh (npm start).
+    // The flags of scripts/start-plugin.sh (npm run start:plugin), which the section tells the reader to run.
+    assert.match(readFileSync(join(packageRoot(), 'README.md'), 'utf8'), /## Drive it with grpcurl[^#]*`npm run start:plugin`/);
+    assert.match(readFileSync(join(packageRoot(), 'scripts', 'start-plugin.sh'), 'utf8'), /exec node dist\/cmd\/flashcsi.js plugin --mode all/);
     const bin = join(dirname(new URL(import.meta.url).pathname), '../../cmd/flashcsi.js');
     const log = await fsp.open(join(root, 'plugin.log'), 'a');
     const child = spawn(
