@@ -276,9 +276,12 @@ spec: {persistentVolumeClaims: [tx-a, tx-b]}
 
     // An upgrade as docs/deployment.md says (OnDelete): drain the node, delete its flashcsi-node pod,
     // uncordon. (With one node a full `kubectl drain` would wait forever on the coordinator's
-    // PodDisruptionBudget; the pods on flashcsi volumes are what matter, and they are deleted as a drain would.)
+    // PodDisruptionBudget; the pods on flashcsi volumes are what matter, and they are deleted as a drain
+    // would: every pod of this namespace. Their controllers' replacements wait, Pending, on the cordon.)
     await cluster.kubectl(['cordon', node.name]);
-    await k.kubectl(['delete', 'pod', 'busy', '--wait=true']);
+    await k.kubectl(['delete', 'pods', '--all', '--wait=true'], { timeoutMs: 180_000 });
+    assert.equal(await cluster.kubectl(['get', 'volumeattachments', '-o', 'name']), '', 'attachRequired: false');
+    assert.equal((await node.exec('sh', ['-c', "grep -c ' /var/lib/kubelet/plugins/kubernetes.io/csi/' /proc/self/mountinfo || true"])).trim(), '0', 'every volume unstaged');
     await cluster.kubectl(['-n', RELEASE_NAMESPACE, 'delete', 'pod', pluginPod, '--wait=true'], { timeoutMs: 120_000 });
     await cluster.kubectl(['-n', RELEASE_NAMESPACE, 'wait', 'pod', '-l', 'app.kubernetes.io/component=node', '--for=condition=Ready', '--timeout=120s'], { timeoutMs: 135_000 });
     await waitFor(
@@ -357,7 +360,9 @@ spec: {volumeSnapshotName: foreign-snap}
     assert.match(msg, /foreign/);
     assert.match(msg, /not a flashcsi|flashcsi\.io|driver|failed/i);
     // Nothing half-done: the foreign PVC carries no flashcsi mark.
-    assert.equal(await k.jsonpath('pvc/foreign', '{.metadata.annotations}'), '');
+    const foreign = JSON.parse(await k.kubectl(['get', 'pvc', 'foreign', '-o', 'json'])) as { metadata: { annotations?: Record<string, string>; finalizers?: string[] } };
+    assert.deepEqual(Object.keys(foreign.metadata.annotations ?? {}).filter((a) => a.startsWith('flashcsi.io/')), []);
+    assert.deepEqual((foreign.metadata.finalizers ?? []).filter((f) => f.startsWith('flashcsi.io/')), []);
     await k.kubectl(['delete', 'pod', 'huge', 'typo', '--wait=true']);
     await k.kubectl(['delete', 'pvc', 'huge', 'typo', '--wait=true']);
   });
@@ -395,7 +400,15 @@ spec: {volumeSnapshotName: foreign-snap}
     await cluster.kubectl(['delete', 'namespace', NS, 'other', '--ignore-not-found', '--wait=true', '--timeout=300s'], { timeoutMs: 330_000 });
     await cluster.kubectl(['delete', 'pv', `${NS}-foreign`, '--ignore-not-found', '--wait=true']); // this test's own hostPath PV (Retain)
     await waitFor('every flashcsi PV deleted', async () => ((await cluster.kubectl(['get', 'pv', '-o', 'name'])).trim() === '' ? true : undefined), { timeoutMs: 180_000, intervalMs: 1000 });
+    await cluster.kubectl(['delete', 'storageclass', 'flashcsi-xfs', 'flashcsi-typo', '--ignore-not-found']); // this test's own
     await cluster.helm(['uninstall', 'flashcsi', '--namespace', RELEASE_NAMESPACE, '--wait', '--timeout=180s']);
+    // The DaemonSet's and Deployment's pods, and the capacity objects they own, go by garbage collection.
+    await cluster.kubectl(['-n', RELEASE_NAMESPACE, 'wait', '--for=delete', 'pods', '--all', '--timeout=120s'], { timeoutMs: 135_000 });
+    await waitFor(
+      'CSIStorageCapacity objects collected',
+      async () => ((await cluster.kubectl(['get', 'csistoragecapacity', '-A', '-o', 'name'])).trim() === '' ? true : undefined),
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
     const left = await cluster.kubectl(['get', 'all,csidriver,storageclass,volumesnapshotclass,clusterrole,clusterrolebinding,csistoragecapacity', '-A', '-o', 'name']);
     assert.doesNotMatch(left, /flashcsi/, left);
     const node = cluster.nodes[0];
