@@ -279,17 +279,28 @@ spec: {persistentVolumeClaims: [tx-a, tx-b]}
     // PodDisruptionBudget; the pods on flashcsi volumes are what matter, and they are deleted as a drain
     // would: every pod of this namespace. Their controllers' replacements wait, Pending, on the cordon.)
     await cluster.kubectl(['cordon', node.name]);
-    await k.kubectl(['delete', 'pods', '--all', '--wait=true'], { timeoutMs: 180_000 });
-    assert.equal(await cluster.kubectl(['get', 'volumeattachments', '-o', 'name']), '', 'attachRequired: false');
-    assert.equal((await node.exec('sh', ['-c', "grep -c ' /var/lib/kubelet/plugins/kubernetes.io/csi/' /proc/self/mountinfo || true"])).trim(), '0', 'every volume unstaged');
-    await cluster.kubectl(['-n', RELEASE_NAMESPACE, 'delete', 'pod', pluginPod, '--wait=true'], { timeoutMs: 120_000 });
-    await cluster.kubectl(['-n', RELEASE_NAMESPACE, 'wait', 'pod', '-l', 'app.kubernetes.io/component=node', '--for=condition=Ready', '--timeout=120s'], { timeoutMs: 135_000 });
-    await waitFor(
-      'kubelet registered the new plugin pod',
-      async () => (registrations() > registered + 1 ? true : undefined),
-      { timeoutMs: 60_000, intervalMs: 500 },
-    );
-    await cluster.kubectl(['uncordon', node.name]);
+    const upgrade = async (): Promise<void> => {
+      await k.kubectl(['delete', 'pods', '--all', '--wait=true'], { timeoutMs: 180_000 });
+      assert.equal(await cluster.kubectl(['get', 'volumeattachments', '-o', 'name']), '', 'attachRequired: false');
+      // The kubelet unstages (NodeUnstageVolume) after the pods are gone.
+      await waitFor(
+        'every volume unstaged',
+        async () => ((await node.exec('sh', ['-c', "grep -c ' /var/lib/kubelet/plugins/kubernetes.io/csi/' /proc/self/mountinfo || true"])).trim() === '0' ? true : undefined),
+        { timeoutMs: 120_000, intervalMs: 1000 },
+      );
+      await cluster.kubectl(['-n', RELEASE_NAMESPACE, 'delete', 'pod', pluginPod, '--wait=true'], { timeoutMs: 120_000 });
+      await cluster.kubectl(['-n', RELEASE_NAMESPACE, 'wait', 'pod', '-l', 'app.kubernetes.io/component=node', '--for=condition=Ready', '--timeout=120s'], { timeoutMs: 135_000 });
+      await waitFor(
+        'kubelet registered the new plugin pod',
+        async () => (registrations() > registered + 1 ? true : undefined),
+        { timeoutMs: 60_000, intervalMs: 500 },
+      );
+    };
+    try {
+      await upgrade();
+    } finally {
+      await cluster.kubectl(['uncordon', node.name]);
+    }
     await k.apply(pod('busy-again', 'busy'));
     await k.wait('pod/busy-again', 'condition=Ready');
     const after = Number((await k.exec('busy-again', 'cat /data/n')).trim());
