@@ -1,8 +1,13 @@
-// Lint: typescript-eslint strict + layering rules (engine → nbd → csi → k8s import downward only).
+// Lint: typescript-eslint strict + layering rules (src/ layers import downward only; docs/design.md
+// draws the map: engine → nbd → host → csi → k8s).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-const layer = (name, forbidden) => ({
+const GRPC = ['@grpc/grpc-js', '@grpc/proto-loader'];
+const KUBE = ['@kubernetes/client-node'];
+
+/** A layer may not import the src/ folders in `forbidden`, nor the npm packages in `packages`. */
+const layer = (name, forbidden, packages) => ({
   files: [`src/${name}/**/*.ts`],
   rules: {
     'no-restricted-imports': [
@@ -10,11 +15,9 @@ const layer = (name, forbidden) => ({
       {
         patterns: forbidden.map((f) => ({
           group: [`**/${f}/*`, `../${f}/*`, `../../${f}/*`],
-          message: `src/${name} must not import from src/${f} (layers import downward only: engine → nbd → csi → k8s)`,
+          message: `src/${name} must not import from src/${f} (layers import downward only: engine → nbd → host → csi → k8s)`,
         })),
-        paths: ['@grpc/grpc-js', '@grpc/proto-loader', '@kubernetes/client-node']
-          .filter((p) => (name === 'engine' || name === 'nbd') || (name === 'csi' && p === '@kubernetes/client-node'))
-          .map((p) => ({ name: p, message: `src/${name} must not depend on ${p}` })),
+        paths: packages.map((p) => ({ name: p, message: `src/${name} must not depend on ${p}` })),
       },
     ],
   },
@@ -37,9 +40,11 @@ export default tseslint.config(
     },
   },
   // The engine publishes events (src/engine/events.ts) and knows nothing about metrics.
-  layer('engine', ['nbd', 'csi', 'k8s', 'metrics']),
-  layer('nbd', ['csi', 'k8s']),
-  layer('csi', ['k8s']),
+  layer('engine', ['nbd', 'host', 'csi', 'k8s', 'metrics'], [...GRPC, ...KUBE]),
+  layer('nbd', ['host', 'csi', 'k8s'], [...GRPC, ...KUBE]),
+  // The node's side of attaching: block devices, mounts, processes; may use engine and nbd.
+  layer('host', ['csi', 'k8s'], [...GRPC, ...KUBE]),
+  layer('csi', ['k8s'], KUBE),
   // src/metrics is imported by nbd, csi and k8s, and depends on prom-client only.
   {
     files: ['src/metrics/**/*.ts'],
@@ -47,7 +52,7 @@ export default tseslint.config(
       'no-restricted-imports': [
         'error',
         {
-          patterns: ['engine', 'nbd', 'csi', 'k8s', 'log'].map((f) => ({
+          patterns: ['engine', 'nbd', 'host', 'csi', 'k8s', 'log'].map((f) => ({
             group: [`**/${f}/*`, `../${f}/*`],
             message: `src/metrics must not import from src/${f}: it depends on prom-client only`,
           })),

@@ -20,6 +20,8 @@
  * It never stops a volume's data-path server or nbdfuse: staged volumes keep working while the
  * plugin is down, and the next start adopts them.
  */
+import { linuxMounter, type Mounter } from '../host/mounter.js';
+import { serveLauncher, type ServeLauncher } from '../host/serve-process.js';
 import { componentLogger, type Logger } from '../log/logger.js';
 import type { ListenAddress } from '../metrics/http.js';
 import type { AdoptionResult } from '../metrics/plugin.js';
@@ -30,9 +32,7 @@ import { GroupSnapshots } from './groups.js';
 import { createIdentityService, ReadinessGate } from './identity.js';
 import { InFlight } from './locks.js';
 import { startPluginMetrics, type RunningPluginMetrics } from './metrics.js';
-import { linuxMounter, type Mounter } from './mounter.js';
 import { createNodeService } from './node.js';
-import { serveLauncher, type ServeLauncher } from './serve-process.js';
 import { parseUnixEndpoint, startCsiServer, startRegistrationServer, startSnapshotMetadataServer, type PluginMode, type RunningServer } from './server.js';
 import { DRIVER_NAME } from '../constants.js';
 import { createSnapshotMetadataService } from './snapshot-metadata.js';

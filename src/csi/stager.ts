@@ -7,9 +7,9 @@
  * Staging, step by step (stage.json records each step as it completes, so a crash at any point
  * leaves a record that says what to undo):
  *   1. `flashcsi serve <voldir> --socket <state>/run/<id>.sock` as its own detached process
- *      (serve-process.ts);
+ *      (src/host/serve-process.ts);
  *   2. attach: kernel nbd where /dev/nbd* exists (export ""), else nbdfuse on the hidden `.attach`
- *      export plus a loop device limited to the volume's size (attach.ts), so the device can grow;
+ *      export plus a loop device limited to the volume's size (src/host/attach.ts), so the device can grow;
  *   3. mount volumes: mkfs if the device is blank (`blkid -p`), grow an ext4 file system that is
  *      smaller than its device (offline, before mounting: the volume grew while unstaged, or an
  *      online grow was refused), mount at the staging path (xfs: also `nouuid`, as clones share
@@ -28,52 +28,20 @@
 import { promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { inspectVolume } from '../engine/index.js';
-import {
-  attach,
-  attachmentProblems,
-  blockDeviceSize,
-  chooseAttachMethod,
-  detachRecord,
-  deviceMajMin,
-  isProcessAlive,
-  setLoopSizeLimit,
-  type AttachmentRecord,
-  type AttachOptions,
-  type Attachment,
-  type AttachMethod,
-} from '../nbd/attach.js';
+import { nbdAttacher, type Attacher } from '../host/attach.js';
+import { blockDeviceSize } from '../host/block.js';
+import type { FsStats, FsType, Mounter } from '../host/mounter.js';
+import { deviceMajMin } from '../host/mounts.js';
+import { isProcessAlive } from '../host/process.js';
+import type { ServeLauncher } from '../host/serve-process.js';
 import { readServeInfo } from '../nbd/control.js';
 import { ATTACH_EXPORT_NAME } from '../nbd/volume-export.js';
 import { componentLogger, type Logger } from '../log/logger.js';
 import { CsiError, CsiErrorCode } from './errors.js';
-import type { FsStats, Mounter } from './mounter.js';
-import type { ServeLauncher } from './serve-process.js';
 import type { Publication, StageRecord, StateDir } from './state.js';
-import { chooseCapacity, resolveFsType, type FsType, type ParsedCapability } from './validation.js';
+import { chooseCapacity, resolveFsType, type ParsedCapability } from './validation.js';
 import { engineVolumeAccess, withVolume, type VolumeAccess } from './volume-access.js';
 import { CAPACITY_POLICY, type NodeHooks } from './volumes.js';
-
-/** How volumes are attached: attach.ts for real, something else in pure-logic tests. */
-export interface Attacher {
-  method(): Promise<AttachMethod>;
-  attach(opts: AttachOptions): Promise<Attachment>;
-  detach(record: AttachmentRecord): Promise<void>;
-  problems(record: AttachmentRecord): Promise<string[]>;
-  /** Makes the attached device show `size` bytes; false when the method cannot (kernel nbd). */
-  grow(record: AttachmentRecord, size: number): Promise<boolean>;
-}
-
-export const nbdAttacher: Attacher = {
-  method: () => chooseAttachMethod(),
-  attach,
-  detach: (record) => detachRecord(record),
-  problems: attachmentProblems,
-  async grow(record, size) {
-    if (record.method === 'kernel') return (await blockDeviceSize(record.device)) >= size;
-    setLoopSizeLimit(record.device, size);
-    return true;
-  },
-};
 
 export interface StageInput {
   readonly volumeId: string;

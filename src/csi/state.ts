@@ -18,9 +18,11 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { AttachmentRecord, ProcessRef } from '../nbd/attach.js';
+import type { AttachmentRecord } from '../host/attachment.js';
+import type { FsType } from '../host/mounter.js';
+import type { ProcessRef } from '../host/process.js';
 import { CsiError, CsiErrorCode } from './errors.js';
-import type { AccessMode, FsType } from './validation.js';
+import type { AccessMode } from './validation.js';
 
 const VOLUME_RECORD = 'csi.json';
 const STAGE_RECORD = 'stage.json';

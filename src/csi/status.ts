@@ -1,6 +1,6 @@
 /**
  * The one place where errors become gRPC status codes. Every domain error (EngineError from
- * src/engine/errors.ts, AttachError from src/nbd/attach.ts, CsiError from ./errors.ts, and the
+ * src/engine/errors.ts, HostError from src/host/errors.ts, CsiError from ./errors.ts, and the
  * ControlError of a served volume's control socket, which carries engine codes) is matched by
  * its string `code` through STATUS_BY_CODE; messages are never parsed. The table is typed as a Record over the code unions,
  * so adding a code to any of them without mapping it here fails the type check.
@@ -11,13 +11,10 @@
  */
 import { status } from '@grpc/grpc-js';
 import type { ErrorCode as EngineErrorCode } from '../engine/errors.js';
-import type { AttachError } from '../nbd/attach.js';
+import type { HostErrorCode } from '../host/errors.js';
 import type { CsiErrorCode } from './errors.js';
 
-/** Codes of the node's attach step (src/nbd/attach.ts). */
-export type AttachErrorCode = AttachError['code'];
-
-export type DomainErrorCode = EngineErrorCode | CsiErrorCode | AttachErrorCode;
+export type DomainErrorCode = EngineErrorCode | CsiErrorCode | HostErrorCode;
 
 /** Domain error code → gRPC status code. */
 export const STATUS_BY_CODE: Readonly<Record<DomainErrorCode, status>> = Object.freeze({
@@ -43,14 +40,14 @@ export const STATUS_BY_CODE: Readonly<Record<DomainErrorCode, status>> = Object.
   CORRUPT: status.INTERNAL,
   /** The volume is closing (e.g. during shutdown): retryable. */
   CLOSED: status.UNAVAILABLE,
-  // Attach codes (src/nbd/attach.ts).
+  // Host codes (src/host/errors.ts).
   /** No free /dev/nbd* device: the node has no room for another volume. */
   NO_DEVICE: status.RESOURCE_EXHAUSTED,
   /** The device is still mounted. */
   BUSY: status.FAILED_PRECONDITION,
   /** A device, process or mount did not come up or go away in time; the CO retries. */
   TIMEOUT: status.DEADLINE_EXCEEDED,
-  /** nbd-client, nbdfuse, losetup or fusermount3 failed. */
+  /** A host command failed: nbd-client, nbdfuse, losetup, fusermount3, mount, mkfs, `flashcsi serve`… */
   COMMAND_FAILED: status.INTERNAL,
 });
 

@@ -18,6 +18,7 @@
  * - snapshot id: `<volume id>@<checkpoint name>`, the checkpoint name in the same alphabet.
  */
 import { K8S_CSI_PARAMETER_PREFIX, Parameter } from '../constants.js';
+import { SUPPORTED_FS_TYPES, type FsType } from '../host/mounter.js';
 import { CsiError, CsiErrorCode, invalidArgument } from './errors.js';
 import type { CapacityRange__Output } from './generated/csi/v1/CapacityRange.js';
 import type { ControllerExpandVolumeRequest__Output } from './generated/csi/v1/ControllerExpandVolumeRequest.js';
@@ -56,9 +57,6 @@ export const SUPPORTED_ACCESS_MODES = [
 ] as const;
 export type AccessMode = (typeof SUPPORTED_ACCESS_MODES)[number];
 
-/** File systems the node plugin can create and mount. */
-export const SUPPORTED_FS_TYPES = ['ext4', 'xfs'] as const;
-export type FsType = (typeof SUPPORTED_FS_TYPES)[number];
 /** Used when neither the capability nor the StorageClass names a file system. */
 export const DEFAULT_FS_TYPE: FsType = 'ext4';
 

@@ -5,15 +5,3 @@ export { errorCode, toNbdErrno } from './errno.js';
 export { MemoryExport, type MemoryExportOptions } from './memory-export.js';
 export { NbdServer, NbdServerError, type CloseOptions, type NbdServerOptions, type NbdServerStats } from './server.js';
 export type { ConnectionLimits, ConnectionStats, NbdLogger } from './connection.js';
-export {
-  AttachError,
-  attach,
-  attachKernel,
-  attachNbdfuse,
-  chooseAttachMethod,
-  hasKernelNbd,
-  nbdUnixUri,
-  type AttachMethod,
-  type AttachOptions,
-  type Attachment,
-} from './attach.js';

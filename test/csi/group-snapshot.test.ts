@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { status } from '@grpc/grpc-js';
-import { nbdUnixUri } from '../../src/nbd/attach.js';
+import { nbdUnixUri } from '../../src/host/nbdfuse.js';
 import {
   assertNothingLeft,
   BLOCK_CAP,

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { status } from '@grpc/grpc-js';
-import { CAP_SYS_RESOURCE, hasCapability } from '../../src/csi/mounter.js';
+import { CAP_SYS_RESOURCE, hasCapability } from '../../src/host/process.js';
 import {
   assertNothingLeft,
   call,

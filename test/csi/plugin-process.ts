@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Metadata, ServiceError } from '@grpc/grpc-js';
-import { readMounts } from '../../src/nbd/attach.js';
+import { readMounts } from '../../src/host/mounts.js';
 import { CMD, RawClient } from '../nbd/helpers/raw-client.js';
 import { clients, rpc } from './helpers.js';
 

@@ -15,7 +15,7 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { isProcessAlive } from '../../src/nbd/attach.js';
+import { isProcessAlive } from '../../src/host/process.js';
 import { waitFor } from '../nbd/helpers/fixture.js';
 import type { StageRecord } from '../../src/csi/state.js';
 import {

@@ -4,7 +4,7 @@ import { status } from '@grpc/grpc-js';
 import { EngineError, ErrorCode } from '../../src/engine/errors.js';
 import { CsiError, CsiErrorCode, OperationInFlightError } from '../../src/csi/errors.js';
 import { STATUS_BY_CODE, statusName, toGrpcStatus } from '../../src/csi/status.js';
-import { AttachError } from '../../src/nbd/attach.js';
+import { HostError } from '../../src/host/errors.js';
 import { ControlError } from '../../src/nbd/control.js';
 
 describe('toGrpcStatus', () => {
@@ -45,9 +45,10 @@ describe('toGrpcStatus', () => {
     ['TIMEOUT', status.DEADLINE_EXCEEDED],
     ['COMMAND_FAILED', status.INTERNAL],
     ['INVALID_ARGUMENT', status.INVALID_ARGUMENT],
+    ['FAILED_PRECONDITION', status.FAILED_PRECONDITION],
   ] as const) {
-    it(`success case - AttachError ${code} → ${status[expected]}`, () => {
-      assert.equal(toGrpcStatus(new AttachError(code, 'm')).code, expected);
+    it(`success case - HostError ${code} → ${status[expected]}`, () => {
+      assert.equal(toGrpcStatus(new HostError(code, 'm')).code, expected);
     });
   }
 

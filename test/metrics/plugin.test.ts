@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { isProcessAlive } from '../../src/nbd/attach.js';
+import { isProcessAlive } from '../../src/host/process.js';
 import type { StageRecord } from '../../src/csi/state.js';
 import { freePort } from '../k8s/harness.js';
 import { waitFor } from '../nbd/helpers/fixture.js';

@@ -3,16 +3,18 @@
  * logic reads as steps and the commands live here: probe for a file system (`blkid -p`), make one,
  * mount, bind-mount, unmount, grow online or offline, and statfs.
  *
- * Every command runs with a deadline; a failure is a CsiError INTERNAL naming the command and its
- * stderr, except the few outcomes callers must tell apart (see `growFs`).
+ * Every command runs with a deadline; a failure is a CommandError (COMMAND_FAILED) naming the
+ * command and its stderr, except the few outcomes callers must tell apart (see `growFs`).
  */
-import { execFile } from 'node:child_process';
-import { promises as fsp, readFileSync } from 'node:fs';
-import { readMounts, type MountEntry } from '../nbd/attach.js';
-import { CsiError, CsiErrorCode } from './errors.js';
-import type { FsType } from './validation.js';
+import { promises as fsp } from 'node:fs';
+import { CommandError, HostError } from './errors.js';
+import { run } from './exec.js';
+import { isMountPoint, readMounts, type MountEntry } from './mounts.js';
+import { CAP_SYS_RESOURCE, hasCapability } from './process.js';
 
-const DEFAULT_TIMEOUT_MS = 120_000;
+/** File systems the node plugin can create and mount. */
+export const SUPPORTED_FS_TYPES = ['ext4', 'xfs'] as const;
+export type FsType = (typeof SUPPORTED_FS_TYPES)[number];
 
 export interface FsStats {
   readonly totalBytes: bigint;
@@ -40,42 +42,16 @@ export interface Mounter {
   growFsOffline(device: string, fsType: string): Promise<void>;
   /**
    * Grows a mounted file system to fill its device: resize2fs (ext4) or xfs_growfs (xfs).
-   * Throws CsiError FAILED_PRECONDITION when the kernel refuses because this process lacks
+   * Throws HostError FAILED_PRECONDITION when the kernel refuses because this process lacks
    * CAP_SYS_RESOURCE (ext4 online resize needs it).
    */
   growFs(device: string, mountPoint: string, fsType: string): Promise<void>;
   statfs(path: string): Promise<FsStats>;
 }
 
-/** Runs a command; resolves stdout and stderr, rejects INTERNAL with stderr. */
-export function run(cmd: string, args: readonly string[], timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: timeoutMs, encoding: 'utf8', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err === null) resolve({ stdout, stderr });
-      else {
-        const e = new CsiError(CsiErrorCode.Internal, `${cmd} ${args.join(' ')} failed: ${stderr.trim() || err.message}`, { cause: err });
-        reject(Object.assign(e, { exitCode: typeof err.code === 'number' ? err.code : undefined, stderr }));
-      }
-    });
-  });
-}
-
 function exitCodeOf(err: unknown): number | undefined {
-  return (err as { exitCode?: number }).exitCode;
+  return err instanceof CommandError ? err.exitCode : undefined;
 }
-
-/** Whether this process has a Linux capability in its effective set (from /proc/self/status). */
-export function hasCapability(bit: number): boolean {
-  try {
-    const line = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
-    return line?.[1] !== undefined && ((BigInt(`0x${line[1]}`) >> BigInt(bit)) & 1n) === 1n;
-  } catch {
-    return false;
-  }
-}
-
-/** CAP_SYS_RESOURCE: ext4's online resize ioctl (EXT4_IOC_RESIZE_FS) requires it. */
-export const CAP_SYS_RESOURCE = 24;
 
 export const linuxMounter: Mounter = {
   async probeFsType(device) {
@@ -117,9 +93,7 @@ export const linuxMounter: Mounter = {
 
   mounts: readMounts,
 
-  async isMountPoint(path) {
-    return (await readMounts()).some((m) => m.mountPoint === path);
-  },
+  isMountPoint,
 
   async fsSize(device, fsType) {
     if (fsType !== 'ext4') return undefined;
@@ -144,9 +118,9 @@ export const linuxMounter: Mounter = {
       if (fsType === 'xfs') await run('xfs_growfs', ['-d', mountPoint]);
       else await run('resize2fs', [device]);
     } catch (err) {
-      if (fsType === 'ext4' && /Permission denied|Operation not permitted/.test(String((err as { stderr?: string }).stderr)) && !hasCapability(CAP_SYS_RESOURCE)) {
-        throw new CsiError(
-          CsiErrorCode.FailedPrecondition,
+      if (fsType === 'ext4' && err instanceof CommandError && /Permission denied|Operation not permitted/.test(err.stderr) && !hasCapability(CAP_SYS_RESOURCE)) {
+        throw new HostError(
+          'FAILED_PRECONDITION',
           `growing the mounted ext4 file system on ${device} needs CAP_SYS_RESOURCE, which the flashcsi node plugin does not have; ` +
             'the block device has been grown, and the file system grows to fill it the next time the volume is staged ' +
             '(or run the plugin with CAP_SYS_RESOURCE, e.g. as a privileged container)',

@@ -9,8 +9,8 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, promises as fsp } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { processStartTime, isProcessAlive, waitForProcessExit, type ProcessRef } from '../nbd/attach.js';
-import { CsiError, CsiErrorCode } from './errors.js';
+import { HostError } from './errors.js';
+import { isProcessAlive, processRef, waitForProcessExit, type ProcessRef } from './process.js';
 
 export interface StartServeOptions {
   readonly volumeDir: string;
@@ -41,7 +41,7 @@ export interface LauncherOptions {
   readonly timeoutMs?: number;
 }
 
-/** The flashcsi CLI of this build: `<root>/dist/cmd/flashcsi.js` when running from dist/src/csi/. */
+/** The flashcsi CLI of this build: `<root>/dist/cmd/flashcsi.js` when running from dist/src/host/. */
 export function defaultCliPath(): string {
   return fileURLToPath(new URL('../../cmd/flashcsi.js', import.meta.url));
 }
@@ -72,7 +72,7 @@ export function serveLauncher(options: LauncherOptions = {}): ServeLauncher {
         let buffered = '';
         const timer = setTimeout(() => {
           child.kill('SIGKILL');
-          reject(new CsiError(CsiErrorCode.Internal, `flashcsi serve for ${opts.volumeDir} did not become ready within ${timeoutMs} ms`));
+          reject(new HostError('COMMAND_FAILED', `flashcsi serve for ${opts.volumeDir} did not become ready within ${timeoutMs} ms`));
         }, timeoutMs);
         const done = (): void => clearTimeout(timer);
         stdout?.setEncoding('utf8');
@@ -87,12 +87,12 @@ export function serveLauncher(options: LauncherOptions = {}): ServeLauncher {
         child.once('exit', (code, signal) => {
           done();
           void tail(opts.logFile).then((log) =>
-            reject(new CsiError(CsiErrorCode.Internal, `flashcsi serve for ${opts.volumeDir} exited (${code ?? signal}) before it was ready: ${log}`)),
+            reject(new HostError('COMMAND_FAILED', `flashcsi serve for ${opts.volumeDir} exited (${code ?? signal}) before it was ready: ${log}`)),
           );
         });
         child.once('error', (err) => {
           done();
-          reject(new CsiError(CsiErrorCode.Internal, `cannot start flashcsi serve: ${err.message}`, { cause: err }));
+          reject(new HostError('COMMAND_FAILED', `cannot start flashcsi serve: ${err.message}`, { cause: err }));
         });
       }).finally(() => {
         // Read only the readiness line (serve writes nothing else to stdout), and keep no interest in
@@ -107,9 +107,9 @@ export function serveLauncher(options: LauncherOptions = {}): ServeLauncher {
       const pid = child.pid;
       if (ready.ready !== true || pid === undefined || typeof ready.control !== 'string') {
         child.kill('SIGTERM');
-        throw new CsiError(CsiErrorCode.Internal, `flashcsi serve printed an unexpected readiness line: ${line}`);
+        throw new HostError('COMMAND_FAILED', `flashcsi serve printed an unexpected readiness line: ${line}`);
       }
-      return { process: { pid, startTime: processStartTime(pid) ?? '' }, socket: opts.socket, control: ready.control };
+      return { process: processRef(pid), socket: opts.socket, control: ready.control };
     },
 
     async stop(ref) {

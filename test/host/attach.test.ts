@@ -9,19 +9,13 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import {
-  AttachError,
-  type Attachment,
-  attachNbdfuse,
-  chooseAttachMethod,
-  findFreeNbdDevice,
-  hasKernelNbd,
-  nbdClientAttachArgs,
-  nbdClientDetachArgs,
-  nbdUnixUri,
-} from '../../src/nbd/attach.js';
+import { chooseAttachMethod } from '../../src/host/attach.js';
+import type { Attachment } from '../../src/host/attachment.js';
+import { HostError } from '../../src/host/errors.js';
+import { findFreeNbdDevice, hasKernelNbd, nbdClientAttachArgs, nbdClientDetachArgs } from '../../src/host/kernel-nbd.js';
+import { attachNbdfuse, nbdUnixUri } from '../../src/host/nbdfuse.js';
 import { MemoryExport } from '../../src/nbd/memory-export.js';
-import { type Fixture, MiB, run, runOk, startServer, tempDir } from './helpers/fixture.js';
+import { type Fixture, MiB, run, runOk, startServer, tempDir } from '../nbd/helpers/fixture.js';
 
 describe('kernel attach path (construction only)', () => {
   it('builds the nbd-client command line', () => {
@@ -38,9 +32,9 @@ describe('kernel attach path (construction only)', () => {
   it('rejects bad arguments', () => {
     const base = { socketPath: '/s', device: '/dev/nbd0', exportName: 'x' };
     for (const bad of [{ blockSize: 1000 }, { blockSize: 8192 }, { connections: 0 }, { connections: 1.5 }, { device: '/dev/sda' }, { socketPath: 'rel.sock' }]) {
-      assert.throws(() => nbdClientAttachArgs({ ...base, ...bad }), (e: unknown) => e instanceof AttachError && e.code === 'INVALID_ARGUMENT', JSON.stringify(bad));
+      assert.throws(() => nbdClientAttachArgs({ ...base, ...bad }), (e: unknown) => e instanceof HostError && e.code === 'INVALID_ARGUMENT', JSON.stringify(bad));
     }
-    assert.throws(() => nbdClientDetachArgs('/dev/loop0'), AttachError);
+    assert.throws(() => nbdClientDetachArgs('/dev/loop0'), HostError);
   });
 
   it('picks the kernel path only when /dev/nbd* exists', async () => {
@@ -133,7 +127,7 @@ describe('nbdfuse + loop attach (full cycle)', () => {
         }
         await runOk('sync', ['-f', path.join(mnt, 'big.bin')]);
         assert.ok(mem.counters.flushes > flushes0, 'fsync reached the server as FLUSH');
-        await assert.rejects(att.detach(), (e: unknown) => e instanceof AttachError && e.code === 'BUSY', 'detach refuses while mounted');
+        await assert.rejects(att.detach(), (e: unknown) => e instanceof HostError && e.code === 'BUSY', 'detach refuses while mounted');
 
         // Remount so the reads come from the server, not the page cache.
         await runOk('umount', [mnt]);

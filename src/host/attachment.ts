@@ -1,0 +1,54 @@
+/**
+ * What an attachment is: the options to make one, and the JSON-safe record from which another
+ * process (a restarted plugin) can check on it or tear it down.
+ */
+import type { ProcessRef } from './process.js';
+
+export type AttachMethod = 'kernel' | 'nbdfuse';
+
+export interface AttachOptions {
+  /** Unix socket the NBD server listens on. */
+  readonly socketPath: string;
+  /** Export name ("" = default export). */
+  readonly exportName: string;
+  /** Private directory for the nbdfuse mountpoint, pid file and log; created 0700 if missing. */
+  readonly workDir: string;
+  /** Attach read-only (nbd-client -R, nbdfuse -r, losetup --read-only). */
+  readonly readOnly?: boolean;
+  /** NBD connections (nbd-client -C, nbdfuse -C); default 1 for the kernel, 4 for nbdfuse. */
+  readonly connections?: number;
+  /** Kernel block size, 512…4096 (default 4096). */
+  readonly blockSize?: number;
+  /** How long attach/detach steps may take (default 30 s). */
+  readonly timeoutMs?: number;
+  /** nbdfuse path: the loop device shows only this many bytes of the export (losetup --sizelimit). */
+  readonly sizeLimit?: number;
+  /** nbdfuse path: where nbdfuse's stderr goes (default `<workDir>/nbdfuse.log`). */
+  readonly logFile?: string;
+}
+
+/** Everything needed to check on or tear down an attachment from another process. JSON-safe. */
+export interface AttachmentRecord {
+  readonly method: AttachMethod;
+  /** The block device to format and mount: /dev/nbdN or /dev/loopN. */
+  readonly device: string;
+  /** nbdfuse path only. */
+  readonly fuse?: {
+    readonly process: ProcessRef;
+    /** The FUSE mountpoint (a directory in the work dir). */
+    readonly mountpoint: string;
+    /** The file nbdfuse shows there: the loop device's backing file. */
+    readonly file: string;
+  };
+}
+
+export interface Attachment extends AttachmentRecord {
+  /**
+   * Detaches. Refuses (HostError BUSY) while the device is still mounted: unmount first.
+   * Idempotent.
+   */
+  detach(): Promise<void>;
+}
+
+/** How long each attach or detach step may take unless the caller says otherwise. */
+export const DEFAULT_ATTACH_TIMEOUT_MS = 30_000;

@@ -1,0 +1,38 @@
+/**
+ * Errors of the node's host work (attaching, mounting, processes). Like every flashcsi error they
+ * carry a stable string `code`; src/csi/status.ts maps codes, never messages, to gRPC status codes.
+ */
+
+export type HostErrorCode =
+  /** No free /dev/nbd* device. */
+  | 'NO_DEVICE'
+  /** The device is still mounted. */
+  | 'BUSY'
+  /** A device, process or mount did not come up or go away in time. */
+  | 'TIMEOUT'
+  /** A command (nbd-client, nbdfuse, losetup, mount, mkfs, `flashcsi serve`…) failed. */
+  | 'COMMAND_FAILED'
+  | 'INVALID_ARGUMENT'
+  /** The host cannot do this as configured (e.g. online ext4 growth without CAP_SYS_RESOURCE). */
+  | 'FAILED_PRECONDITION';
+
+export class HostError extends Error {
+  readonly code: HostErrorCode;
+  constructor(code: HostErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'HostError';
+    this.code = code;
+  }
+}
+
+/** A command that ran and failed: its exit code (undefined when killed or not started) and stderr. */
+export class CommandError extends HostError {
+  readonly exitCode: number | undefined;
+  readonly stderr: string;
+  constructor(message: string, exitCode: number | undefined, stderr: string, options?: { cause?: unknown }) {
+    super('COMMAND_FAILED', message, options);
+    this.name = 'CommandError';
+    this.exitCode = exitCode;
+    this.stderr = stderr;
+  }
+}
