@@ -1,5 +1,5 @@
 // Lint: typescript-eslint strict + layering rules (src/ layers import downward only; docs/design.md
-// draws the map: engine → nbd → host → csi → k8s).
+// draws the map: engine → nbd → host → volumes → csi → k8s).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
@@ -15,7 +15,7 @@ const layer = (name, forbidden, packages) => ({
       {
         patterns: forbidden.map((f) => ({
           group: [`**/${f}/*`, `../${f}/*`, `../../${f}/*`],
-          message: `src/${name} must not import from src/${f} (layers import downward only: engine → nbd → host → csi → k8s)`,
+          message: `src/${name} must not import from src/${f} (layers import downward only: engine → nbd → host → volumes → csi → k8s)`,
         })),
         paths: packages.map((p) => ({ name: p, message: `src/${name} must not depend on ${p}` })),
       },
@@ -40,10 +40,13 @@ export default tseslint.config(
     },
   },
   // The engine publishes events (src/engine/events.ts) and knows nothing about metrics.
-  layer('engine', ['nbd', 'host', 'csi', 'k8s', 'metrics'], [...GRPC, ...KUBE]),
-  layer('nbd', ['host', 'csi', 'k8s'], [...GRPC, ...KUBE]),
+  layer('engine', ['nbd', 'host', 'volumes', 'csi', 'k8s', 'metrics'], [...GRPC, ...KUBE]),
+  layer('nbd', ['host', 'volumes', 'csi', 'k8s'], [...GRPC, ...KUBE]),
   // The node's side of attaching: block devices, mounts, processes; may use engine and nbd.
-  layer('host', ['csi', 'k8s'], [...GRPC, ...KUBE]),
+  layer('host', ['volumes', 'csi', 'k8s'], [...GRPC, ...KUBE]),
+  // The node's volume bookkeeping (state directory, staging, groups, locks): no gRPC, no Kubernetes.
+  layer('volumes', ['csi', 'k8s'], [...GRPC, ...KUBE]),
+  // The gRPC surface: one file per CSI service, validation, status mapping, the server.
   layer('csi', ['k8s'], KUBE),
   // src/metrics is imported by nbd, csi and k8s, and depends on prom-client only.
   {
@@ -52,7 +55,7 @@ export default tseslint.config(
       'no-restricted-imports': [
         'error',
         {
-          patterns: ['engine', 'nbd', 'host', 'csi', 'k8s', 'log'].map((f) => ({
+          patterns: ['engine', 'nbd', 'host', 'volumes', 'csi', 'k8s', 'log'].map((f) => ({
             group: [`**/${f}/*`, `../${f}/*`],
             message: `src/metrics must not import from src/${f}: it depends on prom-client only`,
           })),

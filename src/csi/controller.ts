@@ -1,6 +1,6 @@
 /**
  * The CSI Controller service. Each handler validates (validation.ts), takes the plugin's in-flight
- * keys where it changes something, calls the storage interfaces (volumes.ts) and builds the
+ * keys where it changes something, calls the storage interfaces (src/volumes/local-volumes.ts) and builds the
  * response (responses.ts). Errors are thrown as typed errors; status.ts maps them.
  *
  * Locks: CreateVolume holds the new volume's id and its source volume's id; DeleteVolume,
@@ -15,19 +15,17 @@
  */
 import { TOPOLOGY_NODE_KEY } from '../constants.js';
 import { controllerCapabilitiesResponse } from './capabilities.js';
-import { CsiError, CsiErrorCode } from './errors.js';
+import { CsiError, CsiErrorCode } from '../volumes/errors.js';
 import type { ControllerHandlers } from './generated/csi/v1/Controller.js';
 import type { TopologyRequirement__Output } from './generated/csi/v1/TopologyRequirement.js';
-import { checkpointNameForSnapshot, volumeIdForName } from './ids.js';
-import type { InFlight } from './locks.js';
+import { checkpointNameForSnapshot, tryParseSnapshotId, volumeIdForName } from '../volumes/ids.js';
+import type { InFlight } from '../volumes/locks.js';
 import { conditionMessage, paginate, snapshotMessage, volumeMessage } from './responses.js';
 import type { AsyncService } from './unary.js';
 import {
   capabilityProblem,
-  chooseCapacity,
   parseVolumeParameters,
   requireString,
-  tryParseSnapshotId,
   validateControllerExpandVolumeRequest,
   validateCreateSnapshotRequest,
   validateCreateVolumeRequest,
@@ -37,7 +35,8 @@ import {
   validateVolumeId,
   parseSnapshotId,
 } from './validation.js';
-import { CAPACITY_POLICY, type NodeHooks, type SnapshotProvider, type VolumeProvisioner } from './volumes.js';
+import { CAPACITY_POLICY, type NodeHooks, type SnapshotProvider, type VolumeProvisioner } from '../volumes/local-volumes.js';
+import { chooseCapacity } from '../volumes/spec.js';
 
 export interface ControllerServiceOptions {
   readonly volumes: VolumeProvisioner;

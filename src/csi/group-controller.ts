@@ -1,18 +1,18 @@
 /**
- * The CSI GroupController service: write-order consistent group snapshots (groups.ts does the
+ * The CSI GroupController service: write-order consistent group snapshots (src/volumes/groups.ts does the
  * freeze-all, cut-all, thaw-all). CreateVolumeGroupSnapshot holds `group:<id>` and every member
  * volume's id; DeleteVolumeGroupSnapshot holds `group:<id>` and its members; GetVolumeGroupSnapshot
  * takes no lock (it reads records and metadata only).
  */
 import { groupControllerCapabilitiesResponse } from './capabilities.js';
-import { CsiError, CsiErrorCode } from './errors.js';
+import { CsiError, CsiErrorCode } from '../volumes/errors.js';
 import type { GroupControllerHandlers } from './generated/csi/v1/GroupController.js';
 import type { VolumeGroupSnapshot } from './generated/csi/v1/VolumeGroupSnapshot.js';
-import type { GroupSnapshotDescription, GroupSnapshotProvider } from './groups.js';
-import { groupIdForName, isGroupId } from './ids.js';
-import type { InFlight } from './locks.js';
+import type { GroupSnapshotDescription, GroupSnapshotProvider } from '../volumes/groups.js';
+import { groupIdForName, isGroupId } from '../volumes/ids.js';
+import type { InFlight } from '../volumes/locks.js';
 import { snapshotMessage, timestamp } from './responses.js';
-import type { StateDir } from './state.js';
+import type { StateDir } from '../volumes/state.js';
 import type { AsyncService } from './unary.js';
 import { requireString, validateCreateVolumeGroupSnapshotRequest } from './validation.js';
 

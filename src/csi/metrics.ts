@@ -12,7 +12,7 @@ import type { Logger } from '../log/logger.js';
 import { PluginMetrics } from '../metrics/plugin.js';
 import { scrape } from '../metrics/scrape.js';
 import { startMetricsServer, type ListenAddress, type MetricsServer } from '../metrics/http.js';
-import type { StateDir } from './state.js';
+import type { StateDir } from '../volumes/state.js';
 
 export interface PluginMetricsOptions {
   readonly address: ListenAddress;

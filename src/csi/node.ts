@@ -1,16 +1,16 @@
 /**
  * The CSI Node service. Every volume-changing RPC (stage, unstage, publish, unpublish, expand)
  * holds the volume's in-flight key: a second call on the same volume while one runs gets ABORTED
- * and the CO retries. Each of them is idempotent (stager.ts). NodeGetVolumeStats takes no lock: it
+ * and the CO retries. Each of them is idempotent (src/volumes/stager.ts). NodeGetVolumeStats takes no lock: it
  * only reads. NodeGetInfo reports this node and its topology segment, which every volume created
  * here carries.
  */
 import { nodeCapabilitiesResponse } from './capabilities.js';
 import type { NodeHandlers } from './generated/csi/v1/Node.js';
 import type { VolumeUsage } from './generated/csi/v1/VolumeUsage.js';
-import type { InFlight } from './locks.js';
+import type { InFlight } from '../volumes/locks.js';
 import { conditionMessage, nodeTopology } from './responses.js';
-import type { NodeVolumes } from './stager.js';
+import type { NodeVolumes } from '../volumes/stager.js';
 import type { AsyncService } from './unary.js';
 import {
   validateNodeExpandVolumeRequest,

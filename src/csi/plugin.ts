@@ -3,9 +3,9 @@
  *
  * Start-up, in order: the state directory is created (0700); the gRPC servers start at once, so
  * Probe answers (not ready) and the capability RPCs work; then, in node modes, every staged volume
- * is re-adopted (stager.ts `adoptAll`), and in controller modes every volume nobody serves is opened
+ * is re-adopted (src/volumes/stager.ts `adoptAll`), and in controller modes every volume nobody serves is opened
  * once so the engine finishes what a crash interrupted and unfinished creates are removed
- * (volumes.ts `recover`). Only then does Probe report ready; until then every other RPC answers
+ * (src/volumes/local-volumes.ts `recover`). Only then does Probe report ready; until then every other RPC answers
  * UNAVAILABLE. If recovery itself fails, the plugin stays not ready and says why in its log.
  *
  * With `metricsAddress`, a plain-HTTP, read-only endpoint serves /metrics (the plugin's own metrics
@@ -26,21 +26,21 @@ import { componentLogger, type Logger } from '../log/logger.js';
 import type { ListenAddress } from '../metrics/http.js';
 import type { AdoptionResult } from '../metrics/plugin.js';
 import { createControllerService } from './controller.js';
-import { CsiError, CsiErrorCode } from './errors.js';
+import { CsiError, CsiErrorCode } from '../volumes/errors.js';
 import { createGroupControllerService } from './group-controller.js';
-import { GroupSnapshots } from './groups.js';
+import { GroupSnapshots } from '../volumes/groups.js';
 import { createIdentityService, ReadinessGate } from './identity.js';
-import { InFlight } from './locks.js';
+import { InFlight } from '../volumes/locks.js';
 import { startPluginMetrics, type RunningPluginMetrics } from './metrics.js';
 import { createNodeService } from './node.js';
 import { parseUnixEndpoint, startCsiServer, startRegistrationServer, startSnapshotMetadataServer, type PluginMode, type RunningServer } from './server.js';
 import { DRIVER_NAME } from '../constants.js';
 import { createSnapshotMetadataService } from './snapshot-metadata.js';
-import { NodeStager } from './stager.js';
-import { StateDir } from './state.js';
+import { NodeStager } from '../volumes/stager.js';
+import { StateDir } from '../volumes/state.js';
 import type { AsyncService } from './unary.js';
-import { engineVolumeAccess, type VolumeAccess } from './volume-access.js';
-import { LocalVolumes } from './volumes.js';
+import { engineVolumeAccess, type VolumeAccess } from '../volumes/volume-access.js';
+import { LocalVolumes } from '../volumes/local-volumes.js';
 
 export interface PluginOptions {
   readonly mode: PluginMode;

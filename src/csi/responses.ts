@@ -3,14 +3,14 @@
  * and Node services so every message of one kind is built in one place.
  */
 import { TOPOLOGY_NODE_KEY } from '../constants.js';
-import { CsiError, CsiErrorCode, invalidArgument } from './errors.js';
+import { CsiError, CsiErrorCode, invalidArgument } from '../volumes/errors.js';
 import type { Snapshot } from './generated/csi/v1/Snapshot.js';
 import type { Timestamp } from './generated/google/protobuf/Timestamp.js';
 import type { Topology } from './generated/csi/v1/Topology.js';
 import type { Volume } from './generated/csi/v1/Volume.js';
 import type { VolumeCondition } from './generated/csi/v1/VolumeCondition.js';
 import type { VolumeContentSource } from './generated/csi/v1/VolumeContentSource.js';
-import type { Condition, SnapshotDescription, VolumeDescription } from './volumes.js';
+import type { Condition, SnapshotDescription, VolumeDescription } from '../volumes/local-volumes.js';
 
 export function timestamp(date: Date): Timestamp {
   const ms = date.getTime();

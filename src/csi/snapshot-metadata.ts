@@ -9,13 +9,13 @@
  * starting_offset, at most max_results per message (default 256).
  */
 import type { Extent } from '../engine/index.js';
-import { CsiError, CsiErrorCode, invalidArgument } from './errors.js';
+import { CsiError, CsiErrorCode, invalidArgument } from '../volumes/errors.js';
 import type { GetMetadataAllocatedResponse } from './generated/csi/v1/GetMetadataAllocatedResponse.js';
 import type { SnapshotMetadataHandlers } from './generated/csi/v1/SnapshotMetadata.js';
-import type { InFlight } from './locks.js';
+import type { InFlight } from '../volumes/locks.js';
 import type { AsyncService } from './unary.js';
 import { parseInt64, parseSnapshotId } from './validation.js';
-import type { BlockMetadataProvider } from './volumes.js';
+import type { BlockMetadataProvider } from '../volumes/local-volumes.js';
 
 export const DEFAULT_MAX_RESULTS = 256;
 

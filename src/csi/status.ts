@@ -1,6 +1,6 @@
 /**
  * The one place where errors become gRPC status codes. Every domain error (EngineError from
- * src/engine/errors.ts, HostError from src/host/errors.ts, CsiError from ./errors.ts, and the
+ * src/engine/errors.ts, HostError from src/host/errors.ts, CsiError from src/volumes/errors.ts, and the
  * ControlError of a served volume's control socket, which carries engine codes) is matched by
  * its string `code` through STATUS_BY_CODE; messages are never parsed. The table is typed as a Record over the code unions,
  * so adding a code to any of them without mapping it here fails the type check.
@@ -12,13 +12,13 @@
 import { status } from '@grpc/grpc-js';
 import type { ErrorCode as EngineErrorCode } from '../engine/errors.js';
 import type { HostErrorCode } from '../host/errors.js';
-import type { CsiErrorCode } from './errors.js';
+import type { CsiErrorCode } from '../volumes/errors.js';
 
 export type DomainErrorCode = EngineErrorCode | CsiErrorCode | HostErrorCode;
 
 /** Domain error code → gRPC status code. */
 export const STATUS_BY_CODE: Readonly<Record<DomainErrorCode, status>> = Object.freeze({
-  // CSI-layer codes (src/csi/errors.ts); those shared with the engine sit here once.
+  // CSI codes (src/volumes/errors.ts); those shared with the engine sit here once.
   INVALID_ARGUMENT: status.INVALID_ARGUMENT,
   NOT_FOUND: status.NOT_FOUND,
   ALREADY_EXISTS: status.ALREADY_EXISTS,

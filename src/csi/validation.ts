@@ -19,7 +19,16 @@
  */
 import { K8S_CSI_PARAMETER_PREFIX, Parameter } from '../constants.js';
 import { SUPPORTED_FS_TYPES, type FsType } from '../host/mounter.js';
-import { CsiError, CsiErrorCode, invalidArgument } from './errors.js';
+import { CsiError, CsiErrorCode, invalidArgument } from '../volumes/errors.js';
+import { isValidVolumeId, MAX_ID_BYTES, tryParseSnapshotId, type SnapshotRef } from '../volumes/ids.js';
+import {
+  SUPPORTED_ACCESS_MODES,
+  type AccessMode,
+  type ContentSource,
+  type ParsedCapability,
+  type ParsedCapacityRange,
+  type VolumeParameters,
+} from '../volumes/spec.js';
 import type { CapacityRange__Output } from './generated/csi/v1/CapacityRange.js';
 import type { ControllerExpandVolumeRequest__Output } from './generated/csi/v1/ControllerExpandVolumeRequest.js';
 import type { CreateSnapshotRequest__Output } from './generated/csi/v1/CreateSnapshotRequest.js';
@@ -39,26 +48,11 @@ import type { VolumeCapability__Output } from './generated/csi/v1/VolumeCapabili
 
 // ---- Limits and formats ----
 
-/** CSI's size limit for ids and names, in bytes. */
-export const MAX_ID_BYTES = 128;
 export const MIN_GRAIN_SIZE = 4096;
 export const MAX_GRAIN_SIZE = 1024 * 1024;
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
-const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-const SNAPSHOT_ID_SEPARATOR = '@';
 
-/** Access modes a node-local block device can honour: one node, any number of writers on it. */
-export const SUPPORTED_ACCESS_MODES = [
-  'SINGLE_NODE_WRITER',
-  'SINGLE_NODE_READER_ONLY',
-  'SINGLE_NODE_SINGLE_WRITER',
-  'SINGLE_NODE_MULTI_WRITER',
-] as const;
-export type AccessMode = (typeof SUPPORTED_ACCESS_MODES)[number];
-
-/** Used when neither the capability nor the StorageClass names a file system. */
-export const DEFAULT_FS_TYPE: FsType = 'ext4';
 
 // ---- Primitive checks ----
 
@@ -75,11 +69,6 @@ export function validateName(value: string | null | undefined, field = 'name'): 
   return name;
 }
 
-/** Whether `id` has the form of a flashcsi volume id (or checkpoint name). */
-export function isValidVolumeId(id: string): boolean {
-  return Buffer.byteLength(id, 'utf8') <= MAX_ID_BYTES && ID_PATTERN.test(id);
-}
-
 /**
  * A required volume id. Missing → INVALID_ARGUMENT; malformed → NOT_FOUND (no such volume can exist).
  */
@@ -87,29 +76,6 @@ export function validateVolumeId(value: string | null | undefined, field = 'volu
   const id = requireString(value, field);
   if (!isValidVolumeId(id)) throw new CsiError(CsiErrorCode.NotFound, `volume ${JSON.stringify(id)} not found (malformed ${field})`);
   return id;
-}
-
-/** A snapshot id taken apart: the volume it belongs to and the checkpoint in that volume. */
-export interface SnapshotRef {
-  readonly volumeId: string;
-  readonly checkpoint: string;
-}
-
-/** Builds a snapshot id; throws INVALID_ARGUMENT if either part is outside the id alphabet. */
-export function formatSnapshotId(volumeId: string, checkpoint: string): string {
-  if (!isValidVolumeId(volumeId)) throw invalidArgument(`volume id ${JSON.stringify(volumeId)} is malformed`);
-  if (!isValidVolumeId(checkpoint)) throw invalidArgument(`checkpoint name ${JSON.stringify(checkpoint)} is malformed`);
-  return `${volumeId}${SNAPSHOT_ID_SEPARATOR}${checkpoint}`;
-}
-
-/** Parses a snapshot id, or returns undefined when it is not one flashcsi could have issued. */
-export function tryParseSnapshotId(id: string): SnapshotRef | undefined {
-  const at = id.indexOf(SNAPSHOT_ID_SEPARATOR);
-  if (at < 0) return undefined;
-  const volumeId = id.slice(0, at);
-  const checkpoint = id.slice(at + 1);
-  if (!isValidVolumeId(volumeId) || !isValidVolumeId(checkpoint)) return undefined;
-  return { volumeId, checkpoint };
 }
 
 /** A required snapshot id. Missing → INVALID_ARGUMENT; malformed → NOT_FOUND. */
@@ -142,18 +108,6 @@ export function parseInt64(value: string | number | null | undefined, field: str
 }
 
 // ---- Volume capabilities ----
-
-/** A volume capability flashcsi supports, in domain terms. */
-export type ParsedCapability =
-  | { readonly kind: 'block'; readonly accessMode: AccessMode }
-  | {
-      readonly kind: 'mount';
-      readonly accessMode: AccessMode;
-      /** '' when the CO left the choice to the plugin. */
-      readonly fsType: FsType | '';
-      readonly mountFlags: readonly string[];
-      readonly volumeMountGroup: string;
-    };
 
 function isOneOf<T extends string>(list: readonly T[], value: string): value is T {
   return (list as readonly string[]).includes(value);
@@ -205,12 +159,6 @@ export function parseVolumeCapabilities(
 
 // ---- Capacity ----
 
-/** A capacity range in bytes; 0n in a field means "not specified", as in the CSI spec. */
-export interface ParsedCapacityRange {
-  readonly requiredBytes: bigint;
-  readonly limitBytes: bigint;
-}
-
 /**
  * Parses a capacity range. Undefined when the request has none. INVALID_ARGUMENT for a negative
  * value, for a range with neither field set, or for required_bytes > limit_bytes.
@@ -231,50 +179,7 @@ export function parseCapacityRange(
   return { requiredBytes, limitBytes };
 }
 
-export interface CapacityPolicy {
-  /** Size when the range gives no required_bytes. */
-  readonly defaultBytes: bigint;
-  /** Sizes are rounded up to a multiple of this (e.g. the grain or 1 MiB). */
-  readonly alignBytes: bigint;
-  /** Largest size the plugin can create. */
-  readonly maxBytes?: bigint;
-}
-
-/**
- * The size to create for a capacity range: required_bytes rounded up to the alignment, or the
- * default (capped at limit_bytes, rounded down) when only a limit is given. OUT_OF_RANGE when no
- * aligned size fits the range or the size exceeds the plugin's maximum.
- */
-export function chooseCapacity(range: ParsedCapacityRange | undefined, policy: CapacityPolicy): bigint {
-  const align = policy.alignBytes;
-  if (align <= 0n) throw new Error('BUG: alignBytes must be positive');
-  const roundUp = (n: bigint): bigint => ((n + align - 1n) / align) * align;
-  const required = range?.requiredBytes ?? 0n;
-  const limit = range?.limitBytes ?? 0n;
-  let size: bigint;
-  if (required > 0n) {
-    size = roundUp(required);
-  } else {
-    size = roundUp(policy.defaultBytes);
-    if (limit > 0n && size > limit) size = (limit / align) * align;
-  }
-  if (size <= 0n) throw new CsiError(CsiErrorCode.OutOfRange, `no size that is a multiple of ${align} bytes fits limit_bytes ${limit}`);
-  if (limit > 0n && size > limit) {
-    throw new CsiError(CsiErrorCode.OutOfRange, `required_bytes ${required} rounded up to ${size} (a multiple of ${align}) exceeds limit_bytes ${limit}`);
-  }
-  if (policy.maxBytes !== undefined && size > policy.maxBytes) {
-    throw new CsiError(CsiErrorCode.OutOfRange, `size ${size} exceeds the maximum volume size ${policy.maxBytes}`);
-  }
-  return size;
-}
-
 // ---- Parameters ----
-
-/** StorageClass parameters flashcsi understands; undefined means "not given, use the default". */
-export interface VolumeParameters {
-  readonly grainSize: number | undefined;
-  readonly fsType: FsType | undefined;
-}
 
 const SIZE_SUFFIX: Readonly<Record<string, number>> = { '': 1, Ki: 1024, Mi: 1024 * 1024 };
 
@@ -324,17 +229,7 @@ export function rejectUnknownParameters(params: Readonly<Record<string, string>>
   }
 }
 
-/** The file system to create for a mount capability: the capability's, else the StorageClass's, else ext4. */
-export function resolveFsType(cap: ParsedCapability, params: VolumeParameters): FsType | undefined {
-  if (cap.kind === 'block') return undefined;
-  return cap.fsType !== '' ? cap.fsType : (params.fsType ?? DEFAULT_FS_TYPE);
-}
-
 // ---- Controller requests ----
-
-export type ContentSource =
-  | { readonly kind: 'snapshot'; readonly snapshotId: string; readonly snapshot: SnapshotRef }
-  | { readonly kind: 'volume'; readonly volumeId: string };
 
 export interface CreateVolumeArgs {
   readonly name: string;

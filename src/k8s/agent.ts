@@ -16,8 +16,8 @@
  */
 import type { KubernetesObject } from '@kubernetes/client-node';
 import { Label } from '../constants.js';
-import type { InFlight } from '../csi/locks.js';
-import { withVolume, type FrozenHandle, type VolumeAccess, type VolumeHandle } from '../csi/volume-access.js';
+import type { InFlight } from '../volumes/locks.js';
+import { withVolume, type FrozenHandle, type VolumeAccess, type VolumeHandle } from '../volumes/volume-access.js';
 import type { Logger } from '../log/logger.js';
 import {
   ParticipantResource,

@@ -8,7 +8,7 @@
  * releases the PVC, and it lets go of its finalizer when the VolumeRollback is deleted.
  */
 import { DRIVER_NAME, Finalizer } from '../constants.js';
-import { tryParseSnapshotId } from '../csi/validation.js';
+import { tryParseSnapshotId } from '../volumes/ids.js';
 import { setCondition, type RollbackPhase, type VolumeRollback } from './api.js';
 import { canonicalJson, type CommonStep, type PlanOf } from './steps.js';
 import type { ClaimView } from './transaction-plan.js';

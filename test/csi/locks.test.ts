@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { isCsiError, OperationInFlightError } from '../../src/csi/errors.js';
-import { InFlight, KeyedMutex } from '../../src/csi/locks.js';
+import { isCsiError, OperationInFlightError } from '../../src/volumes/errors.js';
+import { InFlight, KeyedMutex } from '../../src/volumes/locks.js';
 import { deferred } from './helpers.js';
 
 describe('InFlight', () => {

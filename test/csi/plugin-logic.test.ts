@@ -3,14 +3,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { TOPOLOGY_NODE_KEY } from '../../src/constants.js';
 import { checkAccessibility } from '../../src/csi/controller.js';
-import { CsiError } from '../../src/csi/errors.js';
+import { CsiError } from '../../src/volumes/errors.js';
 import { ReadinessGate } from '../../src/csi/identity.js';
-import { checkpointNameForSnapshot, groupIdForName, isGroupId, volumeIdForName } from '../../src/csi/ids.js';
+import { checkpointNameForSnapshot, groupIdForName, isGroupId, volumeIdForName } from '../../src/volumes/ids.js';
 import { untilReady } from '../../src/csi/plugin.js';
 import { paginate, timestamp } from '../../src/csi/responses.js';
 import { metadataMessages } from '../../src/csi/snapshot-metadata.js';
-import { StateDir } from '../../src/csi/state.js';
-import { isValidVolumeId } from '../../src/csi/validation.js';
+import { StateDir } from '../../src/volumes/state.js';
+import { isValidVolumeId } from '../../src/volumes/ids.js';
 
 function codeOf(fn: () => unknown): string | undefined {
   try {

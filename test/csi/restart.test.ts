@@ -17,7 +17,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { isProcessAlive } from '../../src/host/process.js';
 import { waitFor } from '../nbd/helpers/fixture.js';
-import type { StageRecord } from '../../src/csi/state.js';
+import type { StageRecord } from '../../src/volumes/state.js';
 import {
   assertNothingLeft,
   BLOCK_CAP,

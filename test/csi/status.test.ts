@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 import { EngineError, ErrorCode } from '../../src/engine/errors.js';
-import { CsiError, CsiErrorCode, OperationInFlightError } from '../../src/csi/errors.js';
+import { CsiError, CsiErrorCode, OperationInFlightError } from '../../src/volumes/errors.js';
 import { STATUS_BY_CODE, statusName, toGrpcStatus } from '../../src/csi/status.js';
 import { HostError } from '../../src/host/errors.js';
 import { ControlError } from '../../src/nbd/control.js';

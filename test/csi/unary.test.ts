@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 import { EngineError, ErrorCode } from '../../src/engine/errors.js';
-import { CsiError, CsiErrorCode, OperationInFlightError } from '../../src/csi/errors.js';
+import { CsiError, CsiErrorCode, OperationInFlightError } from '../../src/volumes/errors.js';
 import { createIdentityService, ReadinessGate } from '../../src/csi/identity.js';
 import { startCsiServer, type RunningServer } from '../../src/csi/server.js';
 import type { AsyncService } from '../../src/csi/unary.js';

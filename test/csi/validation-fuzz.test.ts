@@ -15,7 +15,7 @@ import { describe, it } from 'node:test';
 import { loadSync, type MethodDefinition } from '@grpc/proto-loader';
 import fc from 'fast-check';
 import type * as Protobuf from 'protobufjs';
-import { CsiError } from '../../src/csi/errors.js';
+import { CsiError } from '../../src/volumes/errors.js';
 import { protoDir } from '../../src/csi/package-root.js';
 import { LOADER_OPTIONS } from '../../src/csi/proto.js';
 import * as validation from '../../src/csi/validation.js';

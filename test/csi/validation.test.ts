@@ -1,13 +1,11 @@
 /** Table-driven request validation tests (hostpath style: "failure case - …" / "success case - …"). */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CsiError, CsiErrorCode } from '../../src/csi/errors.js';
+import { CsiError, CsiErrorCode } from '../../src/volumes/errors.js';
 import type { CreateVolumeRequest__Output } from '../../src/csi/generated/csi/v1/CreateVolumeRequest.js';
 import type { VolumeCapability__Output } from '../../src/csi/generated/csi/v1/VolumeCapability.js';
 import {
   capabilityProblem,
-  chooseCapacity,
-  formatSnapshotId,
   parseCapacityRange,
   parseGrainSize,
   parseInt64,
@@ -25,6 +23,8 @@ import {
   validateVolumeId,
   validateVolumePath,
 } from '../../src/csi/validation.js';
+import { formatSnapshotId } from '../../src/volumes/ids.js';
+import { chooseCapacity } from '../../src/volumes/spec.js';
 
 const mount = (mode: string, fs_type = ''): VolumeCapability__Output =>
   ({ mount: { fs_type, mount_flags: [], volume_mount_group: '' }, access_mode: { mode }, access_type: 'mount' }) as VolumeCapability__Output;

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { isProcessAlive } from '../../src/host/process.js';
-import type { StageRecord } from '../../src/csi/state.js';
+import type { StageRecord } from '../../src/volumes/state.js';
 import { freePort } from '../k8s/harness.js';
 import { waitFor } from '../nbd/helpers/fixture.js';
 import { BLOCK_CAP, call, MiB, shortTempDir, startPlugin, sweep, type PluginProcess } from '../csi/plugin-process.js';

@@ -35,7 +35,7 @@ import { mkdir } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import type { StageRecord } from '../../src/csi/state.js';
+import type { StageRecord } from '../../src/volumes/state.js';
 import {
   assertNothingLeft,
   BIN,

@@ -20,7 +20,7 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isProcessAlive } from '../../src/host/process.js';
-import type { StageRecord } from '../../src/csi/state.js';
+import type { StageRecord } from '../../src/volumes/state.js';
 import { waitFor } from '../nbd/helpers/fixture.js';
 import {
   assertNothingLeft,

@@ -24,7 +24,7 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ServiceError } from '@grpc/grpc-js';
-import type { StageRecord } from '../../src/csi/state.js';
+import type { StageRecord } from '../../src/volumes/state.js';
 import { clients } from '../csi/helpers.js';
 import {
   assertNothingLeft,

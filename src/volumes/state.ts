@@ -22,7 +22,7 @@ import type { AttachmentRecord } from '../host/attachment.js';
 import type { FsType } from '../host/mounter.js';
 import type { ProcessRef } from '../host/process.js';
 import { CsiError, CsiErrorCode } from './errors.js';
-import type { AccessMode } from './validation.js';
+import type { AccessMode } from './spec.js';
 
 const VOLUME_RECORD = 'csi.json';
 const STAGE_RECORD = 'stage.json';

@@ -19,11 +19,10 @@
 import { inspectVolume } from '../engine/index.js';
 import { componentLogger, type Logger } from '../log/logger.js';
 import { CsiError, CsiErrorCode } from './errors.js';
-import { groupIdForName } from './ids.js';
+import { formatSnapshotId, groupIdForName } from './ids.js';
 import type { GroupRecord, StateDir } from './state.js';
-import { formatSnapshotId } from './validation.js';
 import type { FrozenHandle, VolumeAccess, VolumeHandle } from './volume-access.js';
-import type { LocalVolumes, SnapshotDescription } from './volumes.js';
+import type { LocalVolumes, SnapshotDescription } from './local-volumes.js';
 
 export interface GroupSnapshotDescription {
   readonly groupSnapshotId: string;

@@ -3,7 +3,7 @@
  * plugin's state directory (state.ts), acted on through VolumeAccess (volume-access.ts: the engine
  * directly, or the volume's `flashcsi serve` process when it is staged). The services validate,
  * lock and translate; everything here speaks domain terms and throws CsiError/EngineError, which
- * status.ts maps to gRPC codes.
+ * src/csi/status.ts maps to gRPC codes.
  *
  * Callers serialise per volume (the services take the plugin's InFlight keys): nothing here locks.
  * Listing and get methods read metadata lock-free (`inspectVolume`) and never open a volume.
@@ -32,17 +32,9 @@ import {
 } from '../engine/index.js';
 import { componentLogger, type Logger } from '../log/logger.js';
 import { CsiError, CsiErrorCode } from './errors.js';
-import { checkpointNameForSnapshot, isGroupId, volumeIdForName } from './ids.js';
+import { checkpointNameForSnapshot, formatSnapshotId, isGroupId, volumeIdForName, type SnapshotRef } from './ids.js';
 import type { StateDir, VolumeRecord } from './state.js';
-import {
-  chooseCapacity,
-  formatSnapshotId,
-  type CapacityPolicy,
-  type ContentSource,
-  type ParsedCapacityRange,
-  type SnapshotRef,
-  type VolumeParameters,
-} from './validation.js';
+import { chooseCapacity, type CapacityPolicy, type ContentSource, type ParsedCapacityRange, type VolumeParameters } from './spec.js';
 import { withVolume, type VolumeAccess } from './volume-access.js';
 
 const MiB = 1024n * 1024n;

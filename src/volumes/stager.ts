@@ -39,9 +39,9 @@ import { ATTACH_EXPORT_NAME } from '../nbd/volume-export.js';
 import { componentLogger, type Logger } from '../log/logger.js';
 import { CsiError, CsiErrorCode } from './errors.js';
 import type { Publication, StageRecord, StateDir } from './state.js';
-import { chooseCapacity, resolveFsType, type ParsedCapability } from './validation.js';
+import { chooseCapacity, resolveFsType, type ParsedCapability } from './spec.js';
 import { engineVolumeAccess, withVolume, type VolumeAccess } from './volume-access.js';
-import { CAPACITY_POLICY, type NodeHooks } from './volumes.js';
+import { CAPACITY_POLICY, type NodeHooks } from './local-volumes.js';
 
 export interface StageInput {
   readonly volumeId: string;

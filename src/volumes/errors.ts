@@ -1,6 +1,6 @@
 /**
- * Errors raised by the CSI layer itself (request validation, in-flight guards, unimplemented
- * features). Like EngineError they carry a stable string `code`; src/csi/status.ts maps codes, never
+ * The CSI outcomes the plugin raises on purpose: from its volume bookkeeping (this folder) and from
+ * its gRPC surface (request validation, unimplemented features in src/csi). Like EngineError they carry a stable string `code`; src/csi/status.ts maps codes, never
  * messages, to gRPC status codes. The codes are named after the gRPC status each one becomes, so a
  * handler picks the CSI-mandated status by name: `throw new CsiError(CsiErrorCode.NotFound, '…')`.
  * The message is sent to the client as the status details.
