@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 /**
  * The flashcsi binary: volume and checkpoint tools, the NBD server of a volume, and the CSI plugin.
- * Errors print as one line on stderr with a non-zero exit status.
+ * Errors print as one line on stderr with a non-zero exit status chosen by their code (errors.ts).
  */
 import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
+import { exitStatusOf } from './errors.js';
 import { registerPluginCommand } from './plugin-cli.js';
 import { registerCoordinatorCommand } from './coordinator-cli.js';
 import { registerServeCommand } from './serve-cli.js';
@@ -37,6 +38,6 @@ try {
     process.exitCode = err.exitCode;
   } else {
     process.stderr.write(`flashcsi: error: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
+    process.exitCode = exitStatusOf(err);
   }
 }

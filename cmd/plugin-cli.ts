@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { PLUGIN_MODES, type PluginMode } from '../src/csi/modes.js';
 import type { NodeAgent } from '../src/k8s/agent.js';
 import { parseWholeNumber } from './units.js';
+import { CliError } from './errors.js';
 
 interface PluginFlags {
   mode: string;
@@ -45,9 +46,9 @@ export function registerPluginCommand(program: Command): void {
     .option('--kubelet-registration-path <path>', 'the CSI socket\'s path as the kubelet sees it, for --registration-dir (default: the --endpoint path)')
     .option('--kubeconfig <path>', 'kubeconfig for --agent (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)')
     .action(async (o: PluginFlags) => {
-      if (!(PLUGIN_MODES as readonly string[]).includes(o.mode)) throw new Error(`--mode must be one of ${PLUGIN_MODES.join(', ')}, got ${JSON.stringify(o.mode)}`);
+      if (!(PLUGIN_MODES as readonly string[]).includes(o.mode)) throw new CliError(`--mode must be one of ${PLUGIN_MODES.join(', ')}, got ${JSON.stringify(o.mode)}`);
       const endpoint = o.endpoint ?? process.env['CSI_ENDPOINT'];
-      if (endpoint === undefined || endpoint === '') throw new Error('--endpoint (or $CSI_ENDPOINT) is required');
+      if (endpoint === undefined || endpoint === '') throw new CliError('--endpoint (or $CSI_ENDPOINT) is required');
       const nodeId = o.nodeId ?? process.env['NODE_ID'] ?? hostname();
       const maxVolumes = parseWholeNumber(o.maxVolumesPerNode, 0, '--max-volumes-per-node must be a non-negative integer');
       const drainMs = parseWholeNumber(o.drainTimeout, 0, '--drain-timeout must be a non-negative number of milliseconds');

@@ -1,12 +1,13 @@
 /** `flashcsi serve DIR --socket PATH`: the NBD server of one volume, until SIGTERM or SIGINT. */
 import type { Command } from 'commander';
 import { createLogger } from '../src/log/logger.js';
+import { CliError } from './errors.js';
 import { serveVolume } from '../src/nbd/serve.js';
 
 function parseListen(text: string): { host: string; port: number } {
   const m = /^(.+):(\d{1,5})$/.exec(text);
   const port = Number(m?.[2]);
-  if (!m || port > 65535) throw new Error(`--listen "${text}" must be HOST:PORT`);
+  if (!m || port > 65535) throw new CliError(`--listen "${text}" must be HOST:PORT`);
   return { host: (m[1] as string).replace(/^\[(.*)\]$/, '$1'), port };
 }
 

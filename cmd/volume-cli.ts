@@ -106,7 +106,7 @@ export function registerVolumeCommands(program: Command): void {
       await onVolume(dir, { readOnly: false, refuse: 'write through its NBD socket instead' }, async (v) => {
         const st = file === '-' ? null : fs.statSync(file);
         if (st?.isFile() && offset + st.size > v.size) {
-          throw new Error(`${file} (${st.size} bytes) does not fit at offset ${offset} in a volume of ${v.size} bytes; nothing was written`);
+          throw new EngineError(ErrorCode.OutOfRange, `${file} (${st.size} bytes) does not fit at offset ${offset} in a volume of ${v.size} bytes; nothing was written`);
         }
         let at = offset;
         const input = file === '-' ? process.stdin : fs.createReadStream(file, { highWaterMark: 4 << 20 });

@@ -28,6 +28,7 @@ import { lstat, mkdir, chmod, rename, rm, stat } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
+import { FlashcsiError } from '../errors.js';
 import { componentLogger, type Logger } from '../log/logger.js';
 import type { CallObserver } from '../metrics/csi.js';
 import type { ControllerHandlers } from './generated/csi/v1/Controller.js';
@@ -96,12 +97,14 @@ const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 const MAX_SOCKET_PATH_BYTES = 107;
 
 /** Raised for a bad endpoint or a socket path that cannot be used. */
-export class EndpointError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'EndpointError';
-  }
-}
+export type EndpointErrorCode =
+  /** Not a `unix:` endpoint with an absolute path that fits a socket address. */
+  | 'INVALID_ENDPOINT'
+  /** Another process accepts on the socket, or the path is not a socket. */
+  | 'ADDRESS_IN_USE'
+  /** The socket could not be probed, or grpc-js could not bind it. */
+  | 'LISTEN_FAILED';
+export class EndpointError extends FlashcsiError<EndpointErrorCode> {}
 
 /** The socket path of a `unix:` endpoint; EndpointError for any other scheme or a relative path. */
 export function parseUnixEndpoint(endpoint: string): string {
@@ -114,11 +117,11 @@ export function parseUnixEndpoint(endpoint: string): string {
       scheme !== undefined && scheme.toLowerCase() !== 'unix'
         ? `scheme ${JSON.stringify(scheme)} is not supported`
         : 'it is not a unix socket with an absolute path';
-    throw new EndpointError(`invalid CSI endpoint ${JSON.stringify(endpoint)}: ${why}; the endpoint must be unix:///absolute/path/to/csi.sock`);
+    throw new EndpointError('INVALID_ENDPOINT', `invalid CSI endpoint ${JSON.stringify(endpoint)}: ${why}; the endpoint must be unix:///absolute/path/to/csi.sock`);
   }
-  if (!isAbsolute(path) || path.includes('\0')) throw new EndpointError(`invalid CSI endpoint ${JSON.stringify(endpoint)}: bad socket path`);
+  if (!isAbsolute(path) || path.includes('\0')) throw new EndpointError('INVALID_ENDPOINT', `invalid CSI endpoint ${JSON.stringify(endpoint)}: bad socket path`);
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
-    throw new EndpointError(`CSI endpoint socket path is ${Buffer.byteLength(path)} bytes; unix sockets allow at most ${MAX_SOCKET_PATH_BYTES}`);
+    throw new EndpointError('INVALID_ENDPOINT', `CSI endpoint socket path is ${Buffer.byteLength(path)} bytes; unix sockets allow at most ${MAX_SOCKET_PATH_BYTES}`);
   }
   return path;
 }
@@ -255,12 +258,12 @@ async function listenUnix(server: Server, socketPath: string): Promise<number> {
   await removeStaleSocket(socketPath);
   const tmpPath = join(dir, `.${basename(socketPath).slice(0, 8)}-${randomBytes(4).toString('hex')}.tmp`);
   if (Buffer.byteLength(tmpPath) > MAX_SOCKET_PATH_BYTES) {
-    throw new EndpointError(`socket directory ${dir} is too long for a unix socket path`);
+    throw new EndpointError('INVALID_ENDPOINT', `socket directory ${dir} is too long for a unix socket path`);
   }
   try {
     await new Promise<void>((resolve, reject) => {
       server.bindAsync(`unix://${tmpPath}`, ServerCredentials.createInsecure(), (err) => {
-        if (err) reject(new EndpointError(`cannot listen on ${socketPath}: ${err.message}`, { cause: err }));
+        if (err) reject(new EndpointError('LISTEN_FAILED', `cannot listen on ${socketPath}: ${err.message}`, { cause: err }));
         else resolve();
       });
     });
@@ -283,8 +286,8 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;
   }
-  if (!st.isSocket()) throw new EndpointError(`${socketPath} exists and is not a socket; refusing to replace it`);
-  if (await isListening(socketPath)) throw new EndpointError(`${socketPath} is in use by another process`);
+  if (!st.isSocket()) throw new EndpointError('ADDRESS_IN_USE', `${socketPath} exists and is not a socket; refusing to replace it`);
+  if (await isListening(socketPath)) throw new EndpointError('ADDRESS_IN_USE', `${socketPath} is in use by another process`);
   await rm(socketPath, { force: true });
 }
 
@@ -299,7 +302,7 @@ function isListening(socketPath: string): Promise<boolean> {
     socket.once('error', (err: NodeJS.ErrnoException) => {
       socket.destroy();
       if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve(false);
-      else reject(new EndpointError(`cannot tell whether ${socketPath} is in use: ${err.message}`, { cause: err }));
+      else reject(new EndpointError('LISTEN_FAILED', `cannot tell whether ${socketPath} is in use: ${err.message}`, { cause: err }));
     });
   });
 }

@@ -12,9 +12,11 @@
 import { status } from '@grpc/grpc-js';
 import type { ErrorCode as EngineErrorCode } from '../engine/errors.js';
 import type { HostErrorCode } from '../host/errors.js';
+import type { ControlErrorCode } from '../nbd/control.js';
 import type { CsiErrorCode } from '../volumes/errors.js';
 
-export type DomainErrorCode = EngineErrorCode | CsiErrorCode | HostErrorCode;
+/** Every code a CSI call can meet: the plugin's, the engine's, the host's, and a served volume's. */
+export type DomainErrorCode = EngineErrorCode | CsiErrorCode | HostErrorCode | ControlErrorCode;
 
 /** Domain error code → gRPC status code. */
 export const STATUS_BY_CODE: Readonly<Record<DomainErrorCode, status>> = Object.freeze({

@@ -1,8 +1,8 @@
 /**
  * Typed engine errors. Every error the engine throws on purpose is an EngineError with a stable
- * `code`; upper layers map codes, never messages (NBD → errno in src/nbd, CSI → gRPC status in
- * src/csi, CLI → one line on stderr).
+ * `code`; upper layers map codes, never messages (src/errors.ts lists the maps).
  */
+import { FlashcsiError } from '../errors.js';
 
 export const ErrorCode = {
   /** The volume directory does not exist or holds no volume. */
@@ -32,14 +32,7 @@ export const ErrorCode = {
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
-export class EngineError extends Error {
-  readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'EngineError';
-    this.code = code;
-  }
-}
+export class EngineError extends FlashcsiError<ErrorCode> {}
 
 export function isEngineError(err: unknown, code?: ErrorCode): err is EngineError {
   return err instanceof EngineError && (code === undefined || err.code === code);

@@ -2,6 +2,7 @@
  * Errors of the node's host work (attaching, mounting, processes). Like every flashcsi error they
  * carry a stable string `code`; src/csi/status.ts maps codes, never messages, to gRPC status codes.
  */
+import { FlashcsiError } from '../errors.js';
 
 export type HostErrorCode =
   /** No free /dev/nbd* device. */
@@ -16,14 +17,7 @@ export type HostErrorCode =
   /** The host cannot do this as configured (e.g. online ext4 growth without CAP_SYS_RESOURCE). */
   | 'FAILED_PRECONDITION';
 
-export class HostError extends Error {
-  readonly code: HostErrorCode;
-  constructor(code: HostErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'HostError';
-    this.code = code;
-  }
-}
+export class HostError extends FlashcsiError<HostErrorCode> {}
 
 /** A command that ran and failed: its exit code (undefined when killed or not started) and stderr. */
 export class CommandError extends HostError {
@@ -31,7 +25,6 @@ export class CommandError extends HostError {
   readonly stderr: string;
   constructor(message: string, exitCode: number | undefined, stderr: string, options?: { cause?: unknown }) {
     super('COMMAND_FAILED', message, options);
-    this.name = 'CommandError';
     this.exitCode = exitCode;
     this.stderr = stderr;
   }

@@ -16,18 +16,25 @@ import {
   type V1PersistentVolume,
   type V1PersistentVolumeClaim,
 } from '@kubernetes/client-node';
+import { FlashcsiError } from '../errors.js';
 import type { ObjectMeta, Resource } from './api.js';
 
-export class KubeError extends Error {
-  constructor(readonly status: number, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'KubeError';
+/** What the API server answered, by HTTP status: 404, 409, anything else. */
+export type KubeErrorCode = 'NOT_FOUND' | 'CONFLICT' | 'API_ERROR';
+
+export class KubeError extends FlashcsiError<KubeErrorCode> {
+  constructor(
+    readonly status: number,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(status === 404 ? 'NOT_FOUND' : status === 409 ? 'CONFLICT' : 'API_ERROR', message, options);
   }
   get notFound(): boolean {
-    return this.status === 404;
+    return this.code === 'NOT_FOUND';
   }
   get conflict(): boolean {
-    return this.status === 409;
+    return this.code === 'CONFLICT';
   }
 }
 

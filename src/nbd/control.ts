@@ -12,7 +12,8 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import type { FrozenVolume, Volume } from '../engine/index.js';
-import { isEngineError } from '../engine/index.js';
+import { ErrorCode, isEngineError } from '../engine/index.js';
+import { FlashcsiError } from '../errors.js';
 
 export const SERVE_INFO_FILE = 'serve.json';
 
@@ -53,13 +54,16 @@ export type ControlRequest =
 
 export type ControlResponse = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly code: string; readonly message: string };
 
-/** Errors a control call returns carry the server-side code, so callers map them like local ones. */
-export class ControlError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = 'ControlError';
-  }
+/** The control channel's own codes; everything else it answers is the engine's code. */
+const CONTROL_CODES = ['UNIMPLEMENTED', 'UNAVAILABLE', 'INTERNAL'] as const;
+export type ControlErrorCode = ErrorCode | (typeof CONTROL_CODES)[number];
+
+function isControlErrorCode(code: string): code is ControlErrorCode {
+  return (CONTROL_CODES as readonly string[]).includes(code) || (Object.values(ErrorCode) as string[]).includes(code);
 }
+
+/** Errors a control call returns carry the server-side code, so callers map them like local ones. */
+export class ControlError extends FlashcsiError<ControlErrorCode> {}
 
 const MAX_REQUEST_BYTES = 64 * 1024;
 
@@ -289,7 +293,8 @@ export class ControlClient {
       this.socket.write(`${JSON.stringify(req)}\n`);
     });
     if (res.ok) return res.result as T;
-    throw new ControlError(res.code, res.message);
+    // A code this client does not know (a newer server) is an internal error that names it.
+    throw isControlErrorCode(res.code) ? new ControlError(res.code, res.message) : new ControlError('INTERNAL', `${res.message} (code ${res.code})`);
   }
 
   close(): void {

@@ -20,6 +20,7 @@
  *   one place; an error without a known code becomes EIO. A thrown error fails that one request;
  *   the connection carries on.
  */
+import { FlashcsiError } from '../errors.js';
 
 /** Block size constraints advertised in NBD_INFO_BLOCK_SIZE. All powers of two. */
 export interface BlockSizeConstraints {
@@ -168,14 +169,7 @@ export const ExportErrorCode = {
 export type ExportErrorCode = (typeof ExportErrorCode)[keyof typeof ExportErrorCode];
 
 /** An error an export throws on purpose. Anything with a string `code` works just as well. */
-export class ExportError extends Error {
-  readonly code: ExportErrorCode;
-  constructor(code: ExportErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'ExportError';
-    this.code = code;
-  }
-}
+export class ExportError extends FlashcsiError<ExportErrorCode> {}
 
 /** A provider over a mutable map of exports. Handy for tests and for the node plugin. */
 export class MapExportProvider implements ExportProvider {

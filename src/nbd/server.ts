@@ -17,6 +17,7 @@
 import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { FlashcsiError } from '../errors.js';
 
 import { DEFAULT_LIMITS, NbdConnection, silentLogger, type ConnectionLimits, type NbdLogger } from './connection.js';
 import type { ExportProvider, NbdExport } from './export.js';
@@ -40,15 +41,8 @@ export interface CloseOptions {
 }
 
 /** Error with a stable code, for the server's own failures (socket path checks, listen). */
-export class NbdServerError extends Error {
-  constructor(
-    readonly code: 'INSECURE_PATH' | 'ADDRESS_IN_USE' | 'INVALID_ARGUMENT' | 'NOT_LISTENING',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'NbdServerError';
-  }
-}
+export type NbdServerErrorCode = 'INSECURE_PATH' | 'ADDRESS_IN_USE' | 'INVALID_ARGUMENT' | 'NOT_LISTENING';
+export class NbdServerError extends FlashcsiError<NbdServerErrorCode> {}
 
 /** Longest Unix socket path (sun_path is 108 bytes including the NUL). */
 const MAX_SOCKET_PATH = 107;

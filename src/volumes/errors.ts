@@ -5,6 +5,7 @@
  * handler picks the CSI-mandated status by name: `throw new CsiError(CsiErrorCode.NotFound, '…')`.
  * The message is sent to the client as the status details.
  */
+import { FlashcsiError } from '../errors.js';
 
 export const CsiErrorCode = {
   /** A required field is missing or a field is malformed (gRPC INVALID_ARGUMENT). */
@@ -30,14 +31,7 @@ export const CsiErrorCode = {
 } as const;
 export type CsiErrorCode = (typeof CsiErrorCode)[keyof typeof CsiErrorCode];
 
-export class CsiError extends Error {
-  readonly code: CsiErrorCode;
-  constructor(code: CsiErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'CsiError';
-    this.code = code;
-  }
-}
+export class CsiError extends FlashcsiError<CsiErrorCode> {}
 
 /**
  * A second request for a key (volume id, volume name, snapshot name) while the first one is still
@@ -48,7 +42,6 @@ export class OperationInFlightError extends CsiError {
   readonly key: string;
   constructor(key: string) {
     super(CsiErrorCode.Aborted, `an operation on ${JSON.stringify(key)} is already in progress`);
-    this.name = 'OperationInFlightError';
     this.key = key;
   }
 }

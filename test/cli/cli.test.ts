@@ -1,7 +1,7 @@
 /**
  * The flashcsi CLI, run as a real process: every volume and checkpoint command, and its error
  * paths (missing volume, unknown checkpoint, bad size, locked volume), which must print one clear
- * line on stderr and exit non-zero.
+ * line on stderr and exit with the status cmd/errors.ts gives the error's code.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,9 +26,16 @@ function ok(...args: string[]): string {
   return r.stdout;
 }
 
-function fails(pattern: RegExp, ...args: string[]): void {
+/** sysexits.h statuses the CLI uses (cmd/errors.ts). */
+const EX_USAGE = 64;
+const EX_DATAERR = 65;
+const EX_NOINPUT = 66;
+const EX_CANTCREAT = 73;
+const EX_TEMPFAIL = 75;
+
+function fails(pattern: RegExp, status: number, ...args: string[]): void {
   const r = flashcsi(...args);
-  assert.notEqual(r.code, 0, `flashcsi ${args.join(' ')} should fail`);
+  assert.equal(r.code, status, `flashcsi ${args.join(' ')} should fail with exit status ${status}: ${r.stderr}`);
   const lines = r.stderr.trim().split('\n');
   assert.equal(lines.length, 1, `one line on stderr, got: ${r.stderr}`);
   assert.match(lines[0] as string, pattern);
@@ -78,27 +85,27 @@ describe('flashcsi CLI', () => {
     const t = tempDir('cli-err');
     try {
       const vol = path.join(t.dir, 'vol');
-      fails(/size "10Q" is not a size/, 'volume', 'create', vol, '--size', '10Q');
-      fails(/grain size 3072 must be a power of two/, 'volume', 'create', vol, '--size', '1G', '--grain', '3K');
-      fails(/volume size 1000 must be a positive multiple of 512/, 'volume', 'create', vol, '--size', '1000');
-      fails(/holds no flashcsi volume/, 'volume', 'info', path.join(t.dir, 'missing'));
-      fails(/holds no flashcsi volume/, 'checkpoint', 'list', path.join(t.dir, 'missing'));
+      fails(/size "10Q" is not a size/, EX_USAGE, 'volume', 'create', vol, '--size', '10Q');
+      fails(/grain size 3072 must be a power of two/, EX_DATAERR, 'volume', 'create', vol, '--size', '1G', '--grain', '3K');
+      fails(/volume size 1000 must be a positive multiple of 512/, EX_DATAERR, 'volume', 'create', vol, '--size', '1000');
+      fails(/holds no flashcsi volume/, EX_NOINPUT, 'volume', 'info', path.join(t.dir, 'missing'));
+      fails(/holds no flashcsi volume/, EX_NOINPUT, 'checkpoint', 'list', path.join(t.dir, 'missing'));
       ok('volume', 'create', vol, '--size', '1M');
-      fails(/already exists/, 'volume', 'create', vol, '--size', '1M');
-      fails(/no checkpoint nope/, 'checkpoint', 'delete', vol, 'nope');
-      fails(/no checkpoint nope/, 'rollback', vol, 'nope');
-      fails(/no checkpoint nope/, 'checkpoint', 'export', vol, 'nope', path.join(t.dir, 'x'));
-      fails(/checkpoint name "bad\/name" must be/, 'checkpoint', 'create', vol, 'bad/name');
+      fails(/already exists/, EX_CANTCREAT, 'volume', 'create', vol, '--size', '1M');
+      fails(/no checkpoint nope/, EX_NOINPUT, 'checkpoint', 'delete', vol, 'nope');
+      fails(/no checkpoint nope/, EX_NOINPUT, 'rollback', vol, 'nope');
+      fails(/no checkpoint nope/, EX_NOINPUT, 'checkpoint', 'export', vol, 'nope', path.join(t.dir, 'x'));
+      fails(/checkpoint name "bad\/name" must be/, EX_DATAERR, 'checkpoint', 'create', vol, 'bad/name');
       fs.writeFileSync(path.join(t.dir, 'big'), Buffer.alloc(2 * 2 ** 20));
-      fails(/does not fit .* nothing was written/, 'volume', 'write', vol, path.join(t.dir, 'big'));
-      fails(/required option '--size <size>' not specified/, 'volume', 'create', path.join(t.dir, 'v2'));
-      fails(/unknown command 'frobnicate'/, 'frobnicate');
+      fails(/does not fit .* nothing was written/, EX_DATAERR, 'volume', 'write', vol, path.join(t.dir, 'big'));
+      fails(/required option '--size <size>' not specified/, 1, 'volume', 'create', path.join(t.dir, 'v2'));
+      fails(/unknown command 'frobnicate'/, 1, 'frobnicate');
       // Another process holds the volume: a clear refusal, and the volume is untouched.
       const holder = await Volume.open(vol);
       try {
-        fails(/volume .* is in use by another process/, 'volume', 'write', vol, path.join(t.dir, 'big'));
-        fails(/in use by another process/, 'checkpoint', 'create', vol, 'x');
-        fails(/in use by another process/, 'rollback', vol, 'x');
+        fails(/volume .* is in use by another process/, EX_TEMPFAIL, 'volume', 'write', vol, path.join(t.dir, 'big'));
+        fails(/in use by another process/, EX_TEMPFAIL, 'checkpoint', 'create', vol, 'x');
+        fails(/in use by another process/, EX_TEMPFAIL, 'rollback', vol, 'x');
         assert.equal(holder.checkpoints().length, 0);
       } finally {
         await holder.close();

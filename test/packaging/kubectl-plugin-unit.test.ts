@@ -102,7 +102,7 @@ describe('kubectl-flashcsi internals', () => {
     );
     assert.equal(describeError(api), '(Invalid) VolumeTransaction.flashcsi.io "t" is invalid:; spec: the decision cannot be changed');
     assert.match(describeError(new ApiException(401, 'Unauthorized', undefined, {})), /^Unauthorized/);
-    assert.equal(describeError(new PluginError('a\nb')), 'a; b');
+    assert.equal(describeError(new PluginError('INVALID_ARGUMENT', 'a\nb')), 'a; b');
     const net = Object.assign(new Error('request to https://127.0.0.1:1/ failed'), { code: 'ECONNREFUSED' });
     assert.match(describeError(net), /^cannot reach the API server \(ECONNREFUSED\)/);
   });

@@ -80,14 +80,14 @@ export function loadKubeConfig(opts: ConnectOptions): KubeConfig {
     else kc.loadFromDefault();
   } catch (e) {
     const where = opts.kubeconfig ?? process.env['KUBECONFIG'] ?? '~/.kube/config';
-    throw new PluginError(`cannot load kubeconfig ${where}: ${e instanceof Error ? e.message : String(e)}`);
+    throw new PluginError('KUBECONFIG', `cannot load kubeconfig ${where}: ${e instanceof Error ? e.message : String(e)}`);
   }
   if (opts.context !== undefined && opts.context !== '') {
-    if (kc.getContextObject(opts.context) === null) throw new PluginError(`context ${JSON.stringify(opts.context)} not found in the kubeconfig`);
+    if (kc.getContextObject(opts.context) === null) throw new PluginError('KUBECONFIG', `context ${JSON.stringify(opts.context)} not found in the kubeconfig`);
     kc.setCurrentContext(opts.context);
   }
   if (kc.getCurrentCluster() === null) {
-    throw new PluginError('no cluster in the kubeconfig: pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config');
+    throw new PluginError('KUBECONFIG', 'no cluster in the kubeconfig: pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config');
   }
   return kc;
 }

@@ -37,7 +37,7 @@ export function randomSuffix(): string {
 }
 
 function notFound(kind: string, name: string, namespace: string): PluginError {
-  return new PluginError(`${kind} ${JSON.stringify(name)} not found in namespace ${JSON.stringify(namespace)}`);
+  return new PluginError('NOT_FOUND', `${kind} ${JSON.stringify(name)} not found in namespace ${JSON.stringify(namespace)}`);
 }
 
 // ---------------------------------------------------------------- rollback
@@ -70,16 +70,18 @@ export async function rollback(ctx: CommandContext, o: RollbackOptions): Promise
   const source = snapshot.spec?.source?.persistentVolumeClaimName;
   if (source === undefined || source === '') {
     throw new PluginError(
+      'INVALID_ARGUMENT',
       `volumesnapshot ${JSON.stringify(o.to)} has no source PVC (it was pre-provisioned from a VolumeSnapshotContent); a VolumeRollback needs a snapshot taken of the PVC`,
     );
   }
-  if (source !== o.pvc) throw new PluginError(`volumesnapshot ${JSON.stringify(o.to)} is a snapshot of PVC ${JSON.stringify(source)}, not of ${JSON.stringify(o.pvc)}`);
+  if (source !== o.pvc) throw new PluginError('INVALID_ARGUMENT', `volumesnapshot ${JSON.stringify(o.to)} is a snapshot of PVC ${JSON.stringify(source)}, not of ${JSON.stringify(o.pvc)}`);
 
   const name = o.name ?? defaultRollbackName(o.pvc, o.to, (ctx.randomSuffix ?? randomSuffix)());
   const manifest = volumeRollbackManifest(ns, name, o.to);
   const existing = await client.get<VolumeRollback>(VolumeRollbackResource, ns, name);
   if (existing !== undefined && existing.spec.volumeSnapshotName !== o.to) {
     throw new PluginError(
+      'ALREADY_EXISTS',
       `${RB} ${JSON.stringify(name)} already exists and rolls back to ${JSON.stringify(existing.spec.volumeSnapshotName)}; its spec is immutable: delete it or choose another --name`,
     );
   }
@@ -97,7 +99,7 @@ export async function rollback(ctx: CommandContext, o: RollbackOptions): Promise
       }
     },
   });
-  if (!verdict.ok) throw new PluginError(`${RB} ${JSON.stringify(name)} failed: ${verdict.message}`);
+  if (!verdict.ok) throw new PluginError('FAILED', `${RB} ${JSON.stringify(name)} failed: ${verdict.message}`);
   io.out(`${RB}/${name} Completed\n`);
 }
 
@@ -124,17 +126,18 @@ export async function txBegin(ctx: CommandContext, o: TxBeginOptions): Promise<v
     if ((await client.getPersistentVolumeClaim(ns, pvc)) === undefined) missing.push(pvc);
   }
   if (missing.length === 1) throw notFound('persistentvolumeclaim', missing[0] ?? '', ns);
-  if (missing.length > 1) throw new PluginError(`persistentvolumeclaims ${missing.map((m) => JSON.stringify(m)).join(', ')} not found in namespace ${JSON.stringify(ns)}`);
+  if (missing.length > 1) throw new PluginError('NOT_FOUND', `persistentvolumeclaims ${missing.map((m) => JSON.stringify(m)).join(', ')} not found in namespace ${JSON.stringify(ns)}`);
 
   const existing = await client.get<VolumeTransaction>(VolumeTransactionResource, ns, o.name);
   if (existing !== undefined) {
     if (!sameSet(existing.spec.persistentVolumeClaims, manifest.spec.persistentVolumeClaims)) {
       throw new PluginError(
+        'ALREADY_EXISTS',
         `${TX} ${JSON.stringify(o.name)} already exists with PVCs ${existing.spec.persistentVolumeClaims.join(', ')}; its PVCs are immutable: choose another name`,
       );
     }
     if (o.timeoutSeconds !== undefined && existing.spec.timeoutSeconds !== o.timeoutSeconds) {
-      throw new PluginError(`${TX} ${JSON.stringify(o.name)} already exists with a timeout of ${existing.spec.timeoutSeconds ?? '?'}s; its timeout is immutable`);
+      throw new PluginError('ALREADY_EXISTS', `${TX} ${JSON.stringify(o.name)} already exists with a timeout of ${existing.spec.timeoutSeconds ?? '?'}s; its timeout is immutable`);
     }
   }
   await client.apply(VolumeTransactionResource, manifest);
@@ -160,12 +163,12 @@ export async function txDecide(ctx: CommandContext, o: TxDecideOptions): Promise
   if (existing === undefined) throw notFound('volumetransaction', o.name, ns);
   const current = existing.spec.decision;
   if (current !== undefined && current !== '' && current !== o.decision) {
-    throw new PluginError(`${TX} ${JSON.stringify(o.name)} is already decided: ${current}; a decision cannot be changed or withdrawn`);
+    throw new PluginError('FAILED_PRECONDITION', `${TX} ${JSON.stringify(o.name)} is already decided: ${current}; a decision cannot be changed or withdrawn`);
   }
   const phase = existing.status?.phase;
   if ((current === undefined || current === '') && (phase === 'Committed' || phase === 'RolledBack' || phase === 'Failed')) {
     const why = existing.status?.message ? `: ${existing.status.message}` : '';
-    throw new PluginError(`${TX} ${JSON.stringify(o.name)} has already ended: ${phase}${why}; it can no longer be decided`);
+    throw new PluginError('FAILED_PRECONDITION', `${TX} ${JSON.stringify(o.name)} has already ended: ${phase}${why}; it can no longer be decided`);
   }
   if (current === o.decision) {
     io.out(`${TX}/${o.name} unchanged (decision already ${o.decision})\n`);
@@ -205,7 +208,7 @@ async function waitForTransaction(ctx: CommandContext, name: string, goal: reado
       },
     },
   );
-  if (!verdict.ok) throw new PluginError(`${TX} ${JSON.stringify(name)} did not reach ${goal.join(' or ')}: ${verdict.message}`);
+  if (!verdict.ok) throw new PluginError('FAILED', `${TX} ${JSON.stringify(name)} did not reach ${goal.join(' or ')}: ${verdict.message}`);
   io.out(`${TX}/${name} ${verdict.message}\n`);
 }
 

@@ -14,12 +14,12 @@ export function parseDurationSeconds(text: string, what: string): number {
   const t = text.trim();
   if (/^\d+$/.test(t)) return Number(t);
   if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(t)) {
-    throw new PluginError(`${what}: invalid duration ${JSON.stringify(text)} (use e.g. 90s, 10m, 1h30m)`);
+    throw new PluginError('INVALID_ARGUMENT', `${what}: invalid duration ${JSON.stringify(text)} (use e.g. 90s, 10m, 1h30m)`);
   }
   let seconds = 0;
   for (const m of t.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
     const unit = UNIT_SECONDS[m[2] ?? ''];
-    if (unit === undefined) throw new PluginError(`${what}: invalid duration unit in ${JSON.stringify(text)}`);
+    if (unit === undefined) throw new PluginError('INVALID_ARGUMENT', `${what}: invalid duration unit in ${JSON.stringify(text)}`);
     seconds += Number(m[1]) * unit;
   }
   return Math.ceil(seconds);

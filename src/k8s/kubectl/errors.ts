@@ -3,14 +3,28 @@
  * (`error: …`), the way kubectl reports errors, and a non-zero exit status.
  */
 import type { ApiException } from '@kubernetes/client-node';
+import { FlashcsiError } from '../../errors.js';
 
-/** A failure the user can act on; its message is the whole line shown (without the `error: ` prefix). */
-export class PluginError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'PluginError';
-  }
-}
+export type PluginErrorCode =
+  /** A flag or name the plugin refuses before asking the API server. */
+  | 'INVALID_ARGUMENT'
+  | 'NOT_FOUND'
+  /** An object of that name exists with another (immutable) spec. */
+  | 'ALREADY_EXISTS'
+  /** The object's state does not allow it (a transaction already decided or ended). */
+  | 'FAILED_PRECONDITION'
+  /** --wait ran out. */
+  | 'TIMEOUT'
+  /** The rollback or transaction reached a failed outcome. */
+  | 'FAILED'
+  /** No usable kubeconfig, context or cluster. */
+  | 'KUBECONFIG';
+
+/**
+ * A failure the user can act on; its message is the whole line shown (without the `error: ` prefix).
+ * kubectl-flashcsi exits 1 for every error, as kubectl does.
+ */
+export class PluginError extends FlashcsiError<PluginErrorCode> {}
 
 interface StatusBody {
   kind?: string;

@@ -28,6 +28,7 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
 export function checkName(name: string, what: string): string {
   if (name.length === 0 || name.length > 253 || !DNS_SUBDOMAIN.test(name)) {
     throw new PluginError(
+      'INVALID_ARGUMENT',
       `${what} ${JSON.stringify(name)} is not a valid object name (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters)`,
     );
   }
@@ -37,7 +38,7 @@ export function checkName(name: string, what: string): string {
 /** Checks a name the user meant to be in this namespace: "ns/name" is refused, like the CRDs do. */
 export function checkLocalName(name: string, what: string): string {
   if (name.includes('/')) {
-    throw new PluginError(`${what} ${JSON.stringify(name)}: must name an object in this namespace; cross-namespace references are not allowed`);
+    throw new PluginError('INVALID_ARGUMENT', `${what} ${JSON.stringify(name)}: must name an object in this namespace; cross-namespace references are not allowed`);
   }
   return checkName(name, what);
 }
@@ -67,13 +68,13 @@ export function volumeTransactionManifest(
   pvcs: readonly string[],
   timeoutSeconds: number | undefined,
 ): VolumeTransactionManifest {
-  if (pvcs.length === 0) throw new PluginError('a transaction needs at least one --pvc');
+  if (pvcs.length === 0) throw new PluginError('INVALID_ARGUMENT', 'a transaction needs at least one --pvc');
   const unique = [...new Set(pvcs)];
-  if (unique.length !== pvcs.length) throw new PluginError(`--pvc names a PVC twice: ${pvcs.filter((p, i) => pvcs.indexOf(p) !== i).join(', ')}`);
-  if (unique.length > 64) throw new PluginError(`a transaction takes at most 64 PVCs, got ${unique.length}`);
+  if (unique.length !== pvcs.length) throw new PluginError('INVALID_ARGUMENT', `--pvc names a PVC twice: ${pvcs.filter((p, i) => pvcs.indexOf(p) !== i).join(', ')}`);
+  if (unique.length > 64) throw new PluginError('INVALID_ARGUMENT', `a transaction takes at most 64 PVCs, got ${unique.length}`);
   for (const p of unique) checkLocalName(p, 'PVC');
   if (timeoutSeconds !== undefined && (timeoutSeconds < 1 || timeoutSeconds > 604800)) {
-    throw new PluginError(`--timeout must be between 1s and 168h (604800s), got ${timeoutSeconds}s`);
+    throw new PluginError('INVALID_ARGUMENT', `--timeout must be between 1s and 168h (604800s), got ${timeoutSeconds}s`);
   }
   return {
     apiVersion: API_VERSION,

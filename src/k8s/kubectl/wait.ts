@@ -43,7 +43,7 @@ export async function waitUntil<T extends KubeObject>(
     };
     const see = (obj: T | undefined): boolean => {
       if (obj === undefined) {
-        finish(new PluginError(`${what} was deleted while waiting for it`));
+        finish(new PluginError('NOT_FOUND', `${what} was deleted while waiting for it`));
         return true;
       }
       const verdict = judge(obj);
@@ -55,7 +55,7 @@ export async function waitUntil<T extends KubeObject>(
       return false;
     };
     if (opts.timeoutMs !== undefined) {
-      timer = setTimeout(() => finish(new PluginError(`timed out after ${Math.round((opts.timeoutMs ?? 0) / 1000)}s waiting for ${what}`)), opts.timeoutMs);
+      timer = setTimeout(() => finish(new PluginError('TIMEOUT', `timed out after ${Math.round((opts.timeoutMs ?? 0) / 1000)}s waiting for ${what}`)), opts.timeoutMs);
     }
     const round = async (): Promise<void> => {
       const current = await client.get<T>(resource, namespace, name);
