@@ -4,7 +4,7 @@
  * and waits for the counters to fall to zero.
  * - closeWrites(): new writes wait; in-flight writes finish. Used by checkpoint cuts (so every
  *   write lands entirely before or entirely after the cut) and by expand. A write's copy-on-write
- *   phase enters as a reader (volume.ts `overwrite`), so a cut does not wait for copies.
+ *   phase enters as a reader (cow.ts `overwrite`), so a cut does not wait for copies.
  * - closeAll(): reads wait too. Used by rollback and checkpoint deletion, which change what
  *   reads of the volume or of a checkpoint return.
  * Only one operation closes the gate at a time; callers serialise through the volume's Mutex.
