@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ControlClient } from '../src/nbd/control.js';
+import { pollUntil } from '../src/host/poll.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = path.join(ROOT, 'dist/cmd/flashcsi.js');
@@ -39,12 +40,9 @@ interface Target {
 }
 
 async function waitForSocket(sock: string, proc: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while (!fs.existsSync(sock)) {
-    if (proc.exitCode !== null) throw new Error(`${String(proc.spawnfile)} exited with ${proc.exitCode}`);
-    if (Date.now() > deadline) throw new Error(`no socket ${sock}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await pollUntil(() => fs.existsSync(sock), 30_000, `socket ${sock}`, {
+    abortIf: () => (proc.exitCode === null ? undefined : `${String(proc.spawnfile)} exited with ${proc.exitCode}`),
+  });
 }
 
 function stopper(proc: ChildProcess): () => Promise<void> {

@@ -1,7 +1,7 @@
 /**
- * Optional: a client that is not grpc-js (grpcurl, Go) talks to the server using the vendored proto.
- * Runs only when grpcurl is installed (scripts/go-tools.sh builds it into the flashcsi cache, or set
- * FLASHCSI_GRPCURL); skipped otherwise.
+ * A client that is not grpc-js (grpcurl, Go) talks to the server using the vendored proto. grpcurl
+ * is one of the pinned Go tools (scripts/go-tools.sh builds it into the flashcsi cache, or set
+ * FLASHCSI_GRPCURL); without it the test fails and says how to build it, as the README test does.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -19,7 +19,8 @@ const cache = process.env['FLASHCSI_CACHE'] ?? join(homedir(), '.cache', 'flashc
 const grpcurl = process.env['FLASHCSI_GRPCURL'] ?? join(cache, 'bin', 'grpcurl');
 
 describe('grpcurl against the server', () => {
-  it('success case - GetPluginInfo and Probe over the unix socket', { skip: existsSync(grpcurl) ? false : `grpcurl not found at ${grpcurl}` }, async () => {
+  it('success case - GetPluginInfo and Probe over the unix socket', async () => {
+    assert.ok(existsSync(grpcurl), `grpcurl is not built at ${grpcurl}; build it with: scripts/go-tools.sh grpcurl`);
     const tmp = await tempDir();
     const readiness = new ReadinessGate();
     readiness.markReady();

@@ -1,8 +1,9 @@
 /**
- * `flashcsi plugin` as a real process for the integration tests: start it on a temp state dir and
- * sockets, wait for Probe to report ready (polling Probe with a deadline: the readiness condition
- * itself), call it with real grpc-js clients, stop or SIGKILL it, and sweep up whatever a failed test
- * left on the machine (mounts, loop devices, nbdfuse and serve processes under the temp dir).
+ * `flashcsi plugin` as a real process for the integration tests: start it (startPlugin, also under
+ * `flashcsi supervise`) on a temp state dir and sockets, wait for Probe to report ready (polling
+ * Probe with a deadline: the readiness condition itself), call it with real grpc-js clients, stop or
+ * SIGKILL it, and sweep up whatever a failed test left on the machine (mounts, loop devices, nbdfuse
+ * and serve processes under the temp dir). Every test that starts a plugin process starts it here.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -14,6 +15,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Metadata, ServiceError } from '@grpc/grpc-js';
 import { readMounts } from '../../src/host/mounts.js';
+import { pollUntil } from '../../src/host/poll.js';
 import { CMD, RawClient } from '../nbd/helpers/raw-client.js';
 import { clients, rpc } from './helpers.js';
 
@@ -62,6 +64,7 @@ export interface PluginProcess {
   readonly socket: string;
   readonly metadataSocket: string;
   readonly logFile: string;
+  /** The plugin, or with `supervise` the supervisor (the plugin is its child). */
   readonly child: ChildProcess;
   readonly c: Clients;
   readonly meta: Clients;
@@ -79,9 +82,23 @@ export async function shortTempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'fcsi-'));
 }
 
-/** Starts `flashcsi plugin --mode all` on `dir` (state in dir/state, sockets in dir). */
+/** One Probe call: whether the plugin behind `c` answers ready (false on any error). */
+export function probeReady(c: Clients, timeoutMs = 2000): Promise<boolean> {
+  return call<{ ready: { value: boolean } | null }>(c.identity, 'Probe', {}, timeoutMs).then(
+    (r) => r.ready?.value === true,
+    () => false,
+  );
+}
+
+/** How startPlugin starts `flashcsi plugin` (default: `--mode all`, state in dir/state, sockets in dir). */
 export interface StartOptions {
   readonly nodeId?: string;
+  /** `--state-dir` (default dir/state). */
+  readonly stateDir?: string;
+  /** `--drain-timeout` in ms (default 2000); null leaves the flag out (the plugin's default). */
+  readonly drainTimeoutMs?: number | null;
+  /** Run it under `flashcsi supervise --max-backoff SECONDS`, as the container does. */
+  readonly supervise?: { readonly maxBackoffSeconds: number };
   readonly extraArgs?: string[];
   /** `--mode` (default all). */
   readonly mode?: string;
@@ -94,33 +111,30 @@ export interface StartOptions {
 }
 
 export async function startPlugin(dir: string, opts: StartOptions = {}): Promise<PluginProcess> {
-  const stateDir = join(dir, 'state');
+  const stateDir = opts.stateDir ?? join(dir, 'state');
   const socket = opts.socket ?? join(dir, 'csi.sock');
   const metadataSocket = opts.metadataSocket ?? join(dir, 'meta.sock');
   const logFile = opts.logFile ?? join(dir, `plugin-${Date.now()}.log`);
   const fd = openSync(logFile, 'a');
   let child: ChildProcess;
   try {
-    child = spawn(
-      process.execPath,
-      [
-        BIN,
-        'plugin',
-        '--mode',
-        opts.mode ?? 'all',
-        '--endpoint',
-        `unix://${socket}`,
-        ...(opts.metadataSocket === null ? [] : ['--snapshot-metadata-endpoint', `unix://${metadataSocket}`]),
-        '--state-dir',
-        stateDir,
-        '--node-id',
-        opts.nodeId ?? 'test-node',
-        '--drain-timeout',
-        '2000',
-        ...(opts.extraArgs ?? []),
-      ],
-      { stdio: ['ignore', opts.stdoutToLog === true ? fd : 'ignore', fd] },
-    );
+    const drainMs = opts.drainTimeoutMs === undefined ? 2000 : opts.drainTimeoutMs;
+    const plugin = [
+      'plugin',
+      '--mode',
+      opts.mode ?? 'all',
+      '--endpoint',
+      `unix://${socket}`,
+      ...(opts.metadataSocket === null ? [] : ['--snapshot-metadata-endpoint', `unix://${metadataSocket}`]),
+      '--state-dir',
+      stateDir,
+      '--node-id',
+      opts.nodeId ?? 'test-node',
+      ...(drainMs === null ? [] : ['--drain-timeout', String(drainMs)]),
+      ...(opts.extraArgs ?? []),
+    ];
+    const supervise = opts.supervise === undefined ? [] : ['supervise', '--max-backoff', String(opts.supervise.maxBackoffSeconds), '--'];
+    child = spawn(process.execPath, [BIN, ...supervise, ...plugin], { stdio: ['ignore', opts.stdoutToLog === true ? fd : 'ignore', fd] });
   } finally {
     closeSync(fd);
   }
@@ -144,19 +158,13 @@ export async function startPlugin(dir: string, opts: StartOptions = {}): Promise
     },
     exited,
     async waitReady(timeoutMs = 60_000) {
-      const deadline = Date.now() + timeoutMs;
       let exitedEarly: number | string | undefined;
       void exited.then((code) => (exitedEarly = code));
-      for (;;) {
-        if (exitedEarly !== undefined) throw new Error(`plugin exited (${exitedEarly}) before it was ready; log:\n${readFileSync(logFile, 'utf8').slice(-4000)}`);
-        const ready = await call<{ ready: { value: boolean } | null }>(p.c.identity, 'Probe', {}, 2000).then(
-          (r) => r.ready?.value === true,
-          () => false,
-        );
-        if (ready) return;
-        if (Date.now() > deadline) throw new Error(`plugin not ready after ${timeoutMs} ms; log:\n${readFileSync(logFile, 'utf8').slice(-4000)}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await pollUntil(() => probeReady(p.c), timeoutMs, 'the plugin to report ready (CSI Probe)', {
+        intervalMs: 50,
+        abortIf: () => (exitedEarly === undefined ? undefined : `it exited (${exitedEarly}) before it was ready`),
+        detail: () => `log:\n${readFileSync(logFile, 'utf8').slice(-4000)}`,
+      });
     },
     async stop() {
       c?.close();

@@ -5,15 +5,14 @@
  * volume must show the pre-snapshot file, and the walkthrough's clean-up must leave nothing behind.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { packageRoot } from '../../src/csi/package-root.js';
-import { assertNothingLeft, call, shortTempDir, sweep } from './plugin-process.js';
-import { clients } from './helpers.js';
+import { assertNothingLeft, call, shortTempDir, startPlugin, sweep } from './plugin-process.js';
 
 const cache = process.env['FLASHCSI_CACHE'] ?? join(homedir(), '.cache', 'flashcsi');
 const GRPCURL = join(cache, 'bin', 'grpcurl');
@@ -48,32 +47,24 @@ describe('README: driving the plugin with grpcurl', () => {
     // The flags of scripts/start-plugin.sh (npm run start:plugin), which the section tells the reader to run.
     assert.match(readFileSync(join(packageRoot(), 'README.md'), 'utf8'), /## Drive it with grpcurl[^#]*`npm run start:plugin`/);
     assert.match(readFileSync(join(packageRoot(), 'scripts', 'start-plugin.sh'), 'utf8'), /exec node dist\/cmd\/flashcsi.js plugin --mode all/);
-    const bin = join(dirname(new URL(import.meta.url).pathname), '../../cmd/flashcsi.js');
-    const log = await fsp.open(join(root, 'plugin.log'), 'a');
-    const child = spawn(
-      process.execPath,
-      [bin, 'plugin', '--mode', 'all', '--endpoint', `unix://${local}/csi.sock`, '--snapshot-metadata-endpoint', `unix://${local}/metadata.sock`, '--state-dir', `${local}/state`, '--node-id', 'readme'],
-      { stdio: ['ignore', 'ignore', log.fd] },
-    );
-    await log.close();
-    const exited = new Promise((resolve) => child.once('exit', resolve));
+    const p = await startPlugin(root, {
+      socket: `${local}/csi.sock`,
+      metadataSocket: `${local}/metadata.sock`,
+      stateDir: `${local}/state`,
+      nodeId: 'readme',
+      drainTimeoutMs: null,
+      logFile: join(root, 'plugin.log'),
+    });
     try {
-      const c = clients(join(local, 'csi.sock'));
-      const deadline = Date.now() + 30_000;
-      while (!(await call<{ ready: { value: boolean } | null }>(c.identity, 'Probe', {}, 2000).then((r) => r.ready?.value === true, () => false))) {
-        assert.ok(Date.now() < deadline, 'plugin ready');
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await p.waitReady(30_000);
       const { stdout } = await promisify(execFile)('bash', ['-e', '-c', walkthrough()], { cwd: root, timeout: 100_000, maxBuffer: 16 << 20 });
       assert.match(stdout, /changed after the snapshot\nhello from flashcsi\n/, 'the restored volume holds the pre-snapshot file');
       assert.match(stdout, /"snapshotId": "demo@demo-snap1"/);
       // The walkthrough cleaned up after itself.
-      const vols = await call<{ entries: unknown[] }>(c.controller, 'ListVolumes', {});
+      const vols = await call<{ entries: unknown[] }>(p.c.controller, 'ListVolumes', {});
       assert.deepEqual(vols.entries, []);
-      c.close();
     } finally {
-      child.kill('SIGTERM');
-      await exited;
+      await p.stop();
     }
     await assertNothingLeft(root);
   });

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { isProcessAlive } from '../../src/host/process.js';
-import { waitFor } from '../nbd/helpers/fixture.js';
+import { pollUntil } from '../../src/host/poll.js';
 import type { StageRecord } from '../../src/volumes/state.js';
 import {
   assertNothingLeft,
@@ -90,7 +90,7 @@ describe('plugin restart: staged volumes are adopted', () => {
     assert.ok(r2.serve !== null && r3.serve !== null && r3.attachment?.fuse !== undefined);
     for (const ref of [r2.serve.process, r3.serve.process, r3.attachment.fuse.process]) {
       process.kill(ref.pid, 'SIGKILL');
-      await waitFor(() => !isProcessAlive(ref), 10_000, `pid ${ref.pid} to die`);
+      await pollUntil(() => !isProcessAlive(ref), 10_000, `pid ${ref.pid} to die`);
     }
   });
 

@@ -1,14 +1,59 @@
-/** Shared helpers for engine tests: temp dirs, patterned data, and I/O that can be held or failed. */
+/** Shared helpers for engine tests: temp dirs, held volumes, patterned data, and I/O that can be held or failed. */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
-import type { Hook, OpInfo } from './instrumented-io.js';
+import { Volume, type CreateOptions, type OpenOptions } from '../../src/engine/index.js';
+import { instrumentedIO, type Hook, type OpInfo } from './instrumented-io.js';
 
 export function tempDir(prefix: string, parent = os.tmpdir()): { dir: string; cleanup: () => void } {
   const dir = fs.mkdtempSync(path.join(parent, `flashcsi-${prefix}-`));
   return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A volume held by one test (withVolume); reopen() replaces `vol`. */
+export interface HeldVolume {
+  vol: Volume;
+  /** The volume's directory. */
+  readonly dir: string;
+  /** The temp dir around it, for the test's other files. */
+  readonly tmp: string;
+  /** Closes the volume and opens it again (with the same I/O), as after a restart. */
+  reopen(opts?: OpenOptions): Promise<Volume>;
+}
+
+export interface HeldVolumeOptions extends CreateOptions {
+  /** Route the volume's file operations through `hold` (released again before the volume is closed). */
+  readonly hold?: Holder;
+}
+
+/**
+ * Creates a volume in a fresh temp dir for one test, runs `fn`, then always releases a held file
+ * operation, closes the volume and removes the dir.
+ */
+export async function withVolume<T>(name: string, opts: HeldVolumeOptions, fn: (h: HeldVolume) => Promise<T>): Promise<T> {
+  const t = tempDir(name);
+  const { hold, ...create } = opts;
+  const io = hold === undefined ? create.io : instrumentedIO(hold.hook);
+  const dir = path.join(t.dir, 'v');
+  const h: HeldVolume = {
+    vol: await Volume.create(dir, { ...create, ...(io === undefined ? {} : { io }) }),
+    dir,
+    tmp: t.dir,
+    async reopen(reopenOpts = {}) {
+      await h.vol.close();
+      h.vol = await Volume.open(dir, { ...(io === undefined ? {} : { io }), ...reopenOpts });
+      return h.vol;
+    },
+  };
+  try {
+    return await fn(h);
+  } finally {
+    hold?.release();
+    await h.vol.close();
+    t.cleanup();
+  }
 }
 
 /** `len` bytes of one repeated value. */

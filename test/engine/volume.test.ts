@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { Volume, inspectVolume, isEngineError, type EngineError } from '../../src/engine/index.js';
 import { subscribe, type EngineEvent } from '../../src/engine/events.js';
 import { IoCounter, instrumentedIO } from './instrumented-io.js';
-import { Faults, GiB, Holder, KiB, MiB, TiB, fill, tempDir } from './helpers.js';
+import { Faults, GiB, Holder, KiB, MiB, TiB, fill, tempDir, withVolume } from './helpers.js';
 
 const G = 64 * KiB;
 
@@ -36,10 +36,8 @@ function nextEvent(pred: (e: EngineEvent) => boolean): Promise<EngineEvent> {
 
 describe('tokens and cuts', () => {
   test('a cut waits for in-flight writes, so a write lands entirely before or after it', async () => {
-    const t = tempDir('cut');
     const hold = new Holder();
-    const vol = await Volume.create(path.join(t.dir, 'v'), { size: 4 * MiB, io: instrumentedIO(hold.hook) });
-    try {
+    await withVolume('cut', { size: 4 * MiB, hold }, async ({ vol, dir }) => {
       hold.arm((i) => i.kind === 'base' && i.op === 'write');
       const write = vol.write(100, fill(7, 3 * G));
       await hold.reached; // the write is inside the data path, its bytes not yet in the base
@@ -49,25 +47,19 @@ describe('tokens and cuts', () => {
       const first = await Promise.race([quiesced, cut.then(() => null)]);
       assert.ok(first !== null, 'the cut completed while a write was in flight');
       assert.equal(first.type === 'quiesce' && first.writers, 1, 'the cut must wait for the one in-flight write');
-      const recorded = (await inspectVolume(path.join(t.dir, 'v'))).checkpoints.length;
+      const recorded = (await inspectVolume(dir)).checkpoints.length;
       assert.equal(recorded, 0, 'the cut must not be recorded before the write is done');
       hold.release();
       await write;
       await cut;
       const image = await vol.readCheckpoint('c1', 0, 4 * MiB);
       assert.ok(image.subarray(100, 100 + 3 * G).equals(fill(7, 3 * G)), 'the write landed before the cut');
-    } finally {
-      hold.release();
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 
   test('concurrent writes to one grain make exactly one copy', async () => {
-    const t = tempDir('onecopy');
     const hold = new Holder();
-    const vol = await Volume.create(path.join(t.dir, 'v'), { size: 4 * MiB, io: instrumentedIO(hold.hook) });
-    try {
+    await withVolume('onecopy', { size: 4 * MiB, hold }, async ({ vol }) => {
       await vol.write(0, fill(1, G));
       await vol.createCheckpoint('c');
       hold.arm((i) => i.kind === 'store' && i.op === 'write');
@@ -84,18 +76,12 @@ describe('tokens and cuts', () => {
       assert.ok((await vol.readCheckpoint('c', 0, G)).equals(fill(1, G)));
       const live = await vol.read(0, G);
       for (let k = 0; k < 8; k++) assert.ok(live.subarray(k * 8 * KiB, k * 8 * KiB + 4 * KiB).equals(fill(2 + k, 4 * KiB)));
-    } finally {
-      hold.release();
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 
   test('a checkpoint reader never sees a torn or post-checkpoint grain', async () => {
-    const t = tempDir('reader');
     const hold = new Holder();
-    const vol = await Volume.create(path.join(t.dir, 'v'), { size: 4 * MiB, io: instrumentedIO(hold.hook) });
-    try {
+    await withVolume('reader', { size: 4 * MiB, hold }, async ({ vol }) => {
       await vol.write(0, fill(0xaa, 2 * G));
       await vol.createCheckpoint('c');
       // Reader arrives while the grain's copy is in progress: it waits for the token.
@@ -117,18 +103,12 @@ describe('tokens and cuts', () => {
       assert.ok(r2.equals(fill(0xaa, 2 * G)), 'reader during the base overwrite');
       hold.release();
       await w2;
-    } finally {
-      hold.release();
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 
   test('writes to other grains and checkpoint reads proceed while a grain is being copied', async () => {
-    const t = tempDir('parallel');
     const hold = new Holder();
-    const vol = await Volume.create(path.join(t.dir, 'v'), { size: 4 * MiB, io: instrumentedIO(hold.hook) });
-    try {
+    await withVolume('parallel', { size: 4 * MiB, hold }, async ({ vol }) => {
       await vol.write(0, fill(1, 4 * MiB));
       await vol.createCheckpoint('c');
       await vol.write(10 * G, fill(2, G)); // grain 10 now has its copy
@@ -141,11 +121,7 @@ describe('tokens and cuts', () => {
       assert.equal(hold.held, true, 'grain 0 was still being copied throughout');
       hold.release();
       await slow;
-    } finally {
-      hold.release();
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 });
 
@@ -217,9 +193,7 @@ describe('freeze', () => {
 describe('checkpoint chains', () => {
   for (const shape of ['first', 'middle', 'last', 'only'] as const) {
     test(`deleting the ${shape} checkpoint keeps every other image byte-exact`, async () => {
-      const t = tempDir(`del-${shape}`);
-      const vol = await Volume.create(path.join(t.dir, 'v'), { size: 2 * MiB, grainSize: 16 * KiB });
-      try {
+      await withVolume(`del-${shape}`, { size: 2 * MiB, grainSize: 16 * KiB }, async ({ vol, dir }) => {
         const names = shape === 'only' ? ['a'] : ['a', 'b', 'c'];
         const images = new Map<string, Buffer>();
         for (const [k, name] of names.entries()) {
@@ -231,7 +205,7 @@ describe('checkpoint chains', () => {
         await vol.write(1000, fill(99, 100 * KiB));
         const live = await vol.read(0, 2 * MiB);
         const victim = shape === 'first' || shape === 'only' ? 'a' : shape === 'middle' ? 'b' : 'c';
-        const victimStore = path.join(t.dir, 'v', `cp-${String(vol.checkpoint(victim).id).padStart(8, '0')}.store`);
+        const victimStore = path.join(dir, `cp-${String(vol.checkpoint(victim).id).padStart(8, '0')}.store`);
         assert.ok(fs.existsSync(victimStore));
         await vol.deleteCheckpoint(victim);
         await assert.rejects(vol.readCheckpoint(victim, 0, 1), rejectsWith('CHECKPOINT_NOT_FOUND'));
@@ -240,17 +214,12 @@ describe('checkpoint chains', () => {
         }
         assert.ok((await vol.read(0, 2 * MiB)).equals(live));
         assert.equal(fs.existsSync(victimStore), false, "the deleted checkpoint's store is gone");
-      } finally {
-        await vol.close();
-        t.cleanup();
-      }
+      });
     });
   }
 
   test('rollback to an older checkpoint keeps newer ones, and can itself be undone', async () => {
-    const t = tempDir('rb');
-    const vol = await Volume.create(path.join(t.dir, 'v'), { size: 1 * MiB, grainSize: 4 * KiB });
-    try {
+    await withVolume('rb', { size: 1 * MiB, grainSize: 4 * KiB }, async ({ vol }) => {
       await vol.write(0, fill(1, 100 * KiB));
       const a = await vol.read(0, MiB);
       await vol.createCheckpoint('a');
@@ -264,16 +233,11 @@ describe('checkpoint chains', () => {
       assert.ok((await vol.readCheckpoint('b', 0, MiB)).equals(b), 'the newer checkpoint survives');
       await vol.rollback('b');
       assert.ok((await vol.read(0, MiB)).equals(b));
-    } finally {
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 
   test('rollback to a checkpoint taken before an expand keeps the size and zeroes the new space', async () => {
-    const t = tempDir('rb-expand');
-    const vol = await Volume.create(path.join(t.dir, 'v'), { size: 1 * MiB + 512 });
-    try {
+    await withVolume('rb-expand', { size: 1 * MiB + 512 }, async ({ vol }) => {
       await vol.write(MiB, fill(5, 512));
       const a = await vol.read(0, MiB + 512);
       await vol.createCheckpoint('a');
@@ -285,20 +249,15 @@ describe('checkpoint chains', () => {
       assert.ok(live.subarray(0, MiB + 512).equals(a));
       assert.ok(live.subarray(MiB + 512).equals(Buffer.alloc(2 * MiB - 512)));
       await assert.rejects(vol.expand(MiB), rejectsWith('INVALID_ARGUMENT'));
-    } finally {
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 
   test('clone copies only allocated data of a checkpoint into a new volume', async () => {
-    const t = tempDir('clone');
-    const vol = await Volume.create(path.join(t.dir, 'v'), { size: 64 * MiB });
-    try {
+    await withVolume('clone', { size: 64 * MiB }, async ({ vol, tmp }) => {
       await vol.write(5 * MiB, fill(8, MiB));
       await vol.createCheckpoint('a');
       await vol.write(5 * MiB, fill(9, MiB));
-      const clone = await vol.clone(path.join(t.dir, 'c'), { checkpoint: 'a' });
+      const clone = await vol.clone(path.join(tmp, 'c'), { checkpoint: 'a' });
       try {
         assert.equal(clone.size, 64 * MiB);
         assert.ok((await clone.read(5 * MiB, MiB)).equals(fill(8, MiB)));
@@ -307,25 +266,20 @@ describe('checkpoint chains', () => {
       } finally {
         await clone.close();
       }
-      const live = await vol.clone(path.join(t.dir, 'l'));
+      const live = await vol.clone(path.join(tmp, 'l'));
       try {
         assert.ok((await live.read(5 * MiB, MiB)).equals(fill(9, MiB)));
         assert.deepEqual(vol.checkpoints().map((c) => c.name), ['a'], 'the temporary checkpoint is gone');
       } finally {
         await live.close();
       }
-    } finally {
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 });
 
 describe('transactions', () => {
   test('commit releases the checkpoint and cuts the checkpoint deferred meanwhile', async () => {
-    const t = tempDir('tx-commit');
-    const vol = await Volume.create(path.join(t.dir, 'v'), { size: MiB });
-    try {
+    await withVolume('tx-commit', { size: MiB }, async ({ vol }) => {
       await vol.begin('tx1');
       assert.deepEqual(await vol.begin('tx1'), vol.transaction(), 'begin is idempotent');
       await assert.rejects(vol.begin('tx2'), rejectsWith('FAILED_PRECONDITION'));
@@ -343,24 +297,17 @@ describe('transactions', () => {
       assert.deepEqual(vol.checkpoints({ includeInternal: true }).map((c) => c.name), ['snap']);
       const snap = await vol.readCheckpoint('snap', 0, 8192);
       assert.ok(snap.equals(Buffer.concat([fill(1, 4096), fill(2, 4096)])), 'the deferred cut sees the committed state');
-    } finally {
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 
   test('abort rolls back every write since begin, survives reopen, and refuses a late begin', async () => {
-    const t = tempDir('tx-abort');
-    const dir = path.join(t.dir, 'v');
-    let vol = await Volume.create(dir, { size: MiB });
-    try {
-      await vol.write(0, fill(1, 64 * KiB));
-      await vol.createCheckpoint('before');
-      await vol.begin('tx1');
-      await vol.write(0, fill(2, 128 * KiB));
-      await vol.prepare('tx1');
-      await vol.close();
-      vol = await Volume.open(dir);
+    await withVolume('tx-abort', { size: MiB }, async (h) => {
+      await h.vol.write(0, fill(1, 64 * KiB));
+      await h.vol.createCheckpoint('before');
+      await h.vol.begin('tx1');
+      await h.vol.write(0, fill(2, 128 * KiB));
+      await h.vol.prepare('tx1');
+      const vol = await h.reopen();
       assert.equal(vol.transaction()?.state, 'prepared', 'PREPARED is durable');
       await vol.abort('tx1');
       await vol.abort('tx1');
@@ -370,10 +317,7 @@ describe('transactions', () => {
       await vol.abort('never-begun'); // presumed abort
       await assert.rejects(vol.begin('never-begun'), rejectsWith('FAILED_PRECONDITION'));
       await assert.rejects(vol.commit('never-begun'), rejectsWith('FAILED_PRECONDITION'));
-    } finally {
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 });
 
@@ -462,10 +406,8 @@ describe('locking and metadata', () => {
 
 describe('costs, counted', () => {
   async function cutCost(size: number): Promise<{ ops: number; bytes: number }> {
-    const t = tempDir('cutcost');
     const counter = new IoCounter();
-    const vol = await Volume.create(path.join(t.dir, 'v'), { size, io: instrumentedIO(counter.hook) });
-    try {
+    return withVolume('cutcost', { size, io: instrumentedIO(counter.hook) }, async ({ vol }) => {
       await vol.write(size / 2, fill(1, MiB));
       await vol.settled();
       counter.reset();
@@ -481,10 +423,7 @@ describe('costs, counted', () => {
       const base = counter.total('base');
       assert.equal(base.ops, 0, 'a cut never touches the base image');
       return { ops: meta.ops + store.ops + counter.total('dir').ops, bytes: meta.bytes + store.bytes };
-    } finally {
-      await vol.close();
-      t.cleanup();
-    }
+    });
   }
 
   test('cutting a checkpoint of a 1 TiB sparse volume touches the same O(1) metadata as 1 GiB', async () => {
@@ -495,10 +434,8 @@ describe('costs, counted', () => {
   });
 
   test('a rollback after changing N grains copies N grains, on a 1 TiB volume', async () => {
-    const t = tempDir('rbcost');
     const counter = new IoCounter();
-    const vol = await Volume.create(path.join(t.dir, 'v'), { size: TiB, io: instrumentedIO(counter.hook) });
-    try {
+    await withVolume('rbcost', { size: TiB, io: instrumentedIO(counter.hook) }, async ({ vol }) => {
       const N = 37;
       for (let k = 0; k < N; k++) await vol.write(k * 3 * GiB + 1000, fill(1, 100));
       await vol.createCheckpoint('c');
@@ -512,36 +449,25 @@ describe('costs, counted', () => {
       assert.equal(counter.get('base', 'write').bytes, N * G);
       assert.equal(counter.get('store', 'read').count, N);
       assert.ok((await vol.read(1000, 100)).equals(fill(1, 100)));
-    } finally {
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 
   test('memory for the grain index follows changed grains, not volume size', async () => {
-    const t = tempDir('memcost');
-    const vol = await Volume.create(path.join(t.dir, 'v'), { size: TiB });
-    try {
+    await withVolume('memcost', { size: TiB }, async ({ vol }) => {
       await vol.createCheckpoint('c');
       for (let k = 0; k < 500; k++) await vol.write(k * 2 * GiB, fill(3, 10));
       // The only per-grain structure is the store's index: one entry per copied grain.
       assert.equal(vol.checkpoint('c').storedGrains, 500);
       assert.deepEqual(vol.changed('c').length, 500);
-    } finally {
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 });
 
 describe('faults', () => {
   test('ENOSPC while copying a grain fails the write cleanly and loses nothing', async () => {
-    const t = tempDir('enospc');
-    const dir = path.join(t.dir, 'v');
     const faults = new Faults();
-    const io = instrumentedIO(faults.hook);
-    let vol = await Volume.create(dir, { size: 4 * MiB, io });
-    try {
+    await withVolume('enospc', { size: 4 * MiB, io: instrumentedIO(faults.hook) }, async (h) => {
+      let vol = h.vol;
       await vol.write(0, fill(1, 4 * MiB));
       await vol.createCheckpoint('c');
       faults.fail((i) => i.kind === 'store' && i.op === 'write', 'ENOSPC');
@@ -550,23 +476,16 @@ describe('faults', () => {
       assert.ok((await vol.readCheckpoint('c', 0, 4 * MiB)).equals(fill(1, 4 * MiB)));
       faults.clear();
       await vol.write(G, fill(2, 4096)); // space freed: the same write now succeeds
-      await vol.close();
-      vol = await Volume.open(dir, { io });
+      vol = await h.reopen();
       assert.ok((await vol.readCheckpoint('c', 0, 4 * MiB)).equals(fill(1, 4 * MiB)));
       assert.ok((await vol.read(G, 4096)).equals(fill(2, 4096)));
-    } finally {
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 
   test('EIO on a store sync stops copies until reopen; checkpoints stay intact', async () => {
-    const t = tempDir('eio');
-    const dir = path.join(t.dir, 'v');
     const faults = new Faults();
-    const io = instrumentedIO(faults.hook);
-    let vol = await Volume.create(dir, { size: 4 * MiB, io });
-    try {
+    await withVolume('eio', { size: 4 * MiB, io: instrumentedIO(faults.hook) }, async (h) => {
+      let vol = h.vol;
       await vol.write(0, fill(1, 4 * MiB));
       await vol.createCheckpoint('c');
       await vol.write(0, fill(3, 10)); // grain 0 copied before the fault
@@ -575,15 +494,11 @@ describe('faults', () => {
       await assert.rejects(vol.write(3 * G, fill(2, 4096)), rejectsWith('IO'));
       await vol.write(0, fill(4, 10)); // no copy needed: still writable
       assert.ok((await vol.read(2 * G, G)).equals(fill(1, G)));
-      await vol.close();
-      vol = await Volume.open(dir, { io });
+      vol = await h.reopen();
       assert.ok((await vol.readCheckpoint('c', 0, 4 * MiB)).equals(fill(1, 4 * MiB)));
       await vol.write(2 * G, fill(2, 4096));
       assert.ok((await vol.readCheckpoint('c', 0, 4 * MiB)).equals(fill(1, 4 * MiB)));
-    } finally {
-      await vol.close();
-      t.cleanup();
-    }
+    });
   });
 
   test('ENOSPC or EIO at each I/O step of a rollback: a clear error, then reopen completes it', async () => {

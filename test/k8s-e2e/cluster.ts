@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { CoordinationV1Api, CoreV1Api, CustomObjectsApi, StorageV1Api, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import { DRIVER_NAME, TOPOLOGY_NODE_KEY } from '../../src/constants.js';
 import { clients } from '../csi/helpers.js';
-import { assertNothingLeft, call, sweep } from '../csi/plugin-process.js';
+import { assertNothingLeft, probeReady, sweep } from '../csi/plugin-process.js';
 import { applyFlashcsiCrds } from '../packaging/helpers.js';
 import {
   applySnapshotCrds,
@@ -136,10 +136,7 @@ export class NodeHost {
     this.cluster.cp.adopt(this.plugin);
     await waitFor(
       `plugin ${this.name} ready (CSI Probe)`,
-      async () => {
-        const r = await call<{ ready: { value: boolean } | null }>(this.csi().identity, 'Probe', {}, 2000);
-        return r.ready?.value === true ? true : undefined;
-      },
+      async () => ((await probeReady(this.csi())) ? true : undefined),
       { timeoutMs: 60_000, intervalMs: 100, watch: [this.plugin] },
     );
     // The node agent logs this line once its watches are established.

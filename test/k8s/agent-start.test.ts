@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { pollUntil } from '../../src/host/poll.js';
 import { call, shortTempDir, startPlugin, sweep } from '../csi/plugin-process.js';
 
 test('plugin --agent with the API server unreachable: serves CSI, retries with backoff, drains on SIGTERM', async () => {
@@ -36,11 +37,10 @@ test('plugin --agent with the API server unreachable: serves CSI, retries with b
         .filter((l) => l.includes('first list failed; retrying'))
         .map((l) => (JSON.parse(l) as { retryInMs: number }).retryInMs);
     // Wait until the agent has retried a few times (its log is the observable condition).
-    const deadline = Date.now() + 30_000;
-    while (retries().length < 4) {
-      assert.ok(Date.now() < deadline, `the agent never retried its first list; log:\n${readFileSync(p.logFile, 'utf8').slice(-3000)}`);
-      await new Promise((r) => setTimeout(r, 100)); // polling the log file, not synchronising
-    }
+    await pollUntil(() => retries().length >= 4, 30_000, 'the agent to retry its first list', {
+      intervalMs: 100,
+      detail: () => readFileSync(p.logFile, 'utf8').slice(-3000),
+    });
     const delays = retries();
     assert.ok(Math.max(...delays) > Math.min(...delays), `the retries back off: ${JSON.stringify(delays)}`);
     assert.equal(await p.stop(), 0, 'SIGTERM drains and exits 0 although the agent never started');

@@ -22,6 +22,7 @@ import { homedir, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { pollUntil } from '../../src/host/poll.js';
 import { ApiException, ApiextensionsV1Api, CustomObjectsApi, KubeConfig, loadAllYaml, type V1CustomResourceDefinition } from '@kubernetes/client-node';
 
 const execFileP = promisify(execFile);
@@ -244,34 +245,26 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Polls `check` until it returns a value other than undefined, failing after `timeoutMs` or when a watched process exits. */
-export async function waitFor<T>(
+/**
+ * The harness's wait: pollUntil (src/host/poll.ts) with a 100 ms interval, errors of `check` taken as
+ * "not yet", failing at once when a watched process exits, and the watched processes' log tails in
+ * the failure.
+ */
+export function waitFor<T>(
   what: string,
   check: () => Promise<T | undefined>,
   opts: { timeoutMs: number; intervalMs?: number; watch?: ManagedProcess[] },
 ): Promise<T> {
-  const deadline = Date.now() + opts.timeoutMs;
-  const interval = opts.intervalMs ?? 100;
-  let lastErr = '';
-  for (;;) {
-    for (const p of opts.watch ?? []) {
-      if (p.hasExited()) {
-        throw new Error(`${what}: ${p.name} exited (${String(await p.exited)}) before it was ready; log tail:\n${p.logTail()}`);
-      }
-    }
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (e) {
-      lastErr = e instanceof Error ? e.message : String(e);
-    }
-    if (Date.now() >= deadline) {
-      const tails = (opts.watch ?? []).map((p) => `--- ${p.name} log tail:\n${p.logTail()}`).join('\n');
-      throw new Error(`${what}: not ready after ${opts.timeoutMs} ms${lastErr ? ` (last error: ${lastErr})` : ''}\n${tails}`);
-    }
-    // Poll interval between checks of the real condition (not a synchronisation sleep).
-    await new Promise((r) => setTimeout(r, interval));
-  }
+  const watched = opts.watch ?? [];
+  return pollUntil(check, opts.timeoutMs, what, {
+    intervalMs: opts.intervalMs ?? 100,
+    retryErrors: true,
+    abortIf: async () => {
+      const gone = watched.find((p) => p.hasExited());
+      return gone === undefined ? undefined : `${gone.name} exited (${String(await gone.exited)})`;
+    },
+    detail: () => watched.map((p) => `--- ${p.name} log tail:\n${p.logTail()}`).join('\n'),
+  });
 }
 
 interface HttpResult {

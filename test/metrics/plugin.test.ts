@@ -16,7 +16,7 @@ import { promisify } from 'node:util';
 import { isProcessAlive } from '../../src/host/process.js';
 import type { StageRecord } from '../../src/volumes/state.js';
 import { freePort } from '../k8s/harness.js';
-import { waitFor } from '../nbd/helpers/fixture.js';
+import { pollUntil } from '../../src/host/poll.js';
 import { BLOCK_CAP, call, MiB, shortTempDir, startPlugin, sweep, type PluginProcess } from '../csi/plugin-process.js';
 import { httpGet } from './helpers.js';
 import { parsePrometheusText, sampleValue, type PromFamily } from './prom-text.js';
@@ -147,7 +147,7 @@ describe('plugin /metrics with two staged volumes', { timeout: 240_000 }, () => 
     assert.ok(rec.serve !== null);
     const killed = rec.serve.process;
     process.kill(killed.pid, 'SIGKILL');
-    await waitFor(() => !isProcessAlive(killed), 10_000, `serve pid ${killed.pid} to die`);
+    await pollUntil(() => !isProcessAlive(killed), 10_000, `serve pid ${killed.pid} to die`);
 
     const first = await scrapeOk();
     assert.equal(sampleValue(first, 'flashcsi_scrape_errors_total', { volume: 'mv-b' }), 1);

@@ -21,7 +21,8 @@ import type { NbdLogger } from '../../src/nbd/connection.js';
 import { MapExportProvider } from '../../src/nbd/export.js';
 import { MemoryExport } from '../../src/nbd/memory-export.js';
 import { NbdServer } from '../../src/nbd/server.js';
-import { assertServes, MiB, tempDir, waitFor } from './helpers/fixture.js';
+import { assertServes, MiB, tempDir } from './helpers/fixture.js';
+import { pollUntil } from '../../src/host/poll.js';
 import { CMD, MAGIC, OPT, RawClient } from './helpers/raw-client.js';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -205,7 +206,7 @@ describe('NBD parser fuzzing', () => {
       }),
       { numRuns: runs, ...(process.env.FLASHCSI_SEED ? { seed: Number(process.env.FLASHCSI_SEED) } : {}) },
     );
-    await waitFor(() => server.connections.size === 0, 5000, 'every fuzz connection to be gone');
+    await pollUntil(() => server.connections.size === 0, 5000, 'every fuzz connection to be gone');
     await assertServes(sock);
     gc();
     const heapGrowth = process.memoryUsage().heapUsed - heapBefore;
@@ -213,7 +214,7 @@ describe('NBD parser fuzzing', () => {
     // (connection.ts end()), so a fast run holds the last ten seconds' connections: wait for the
     // heap itself to come back (polled, with a deadline), which is what bounded memory means.
     let settled = heapGrowth;
-    await waitFor(
+    await pollUntil(
       () => {
         gc();
         settled = process.memoryUsage().heapUsed - heapBefore;
@@ -221,7 +222,7 @@ describe('NBD parser fuzzing', () => {
       },
       20_000,
       'the heap to return within 16 MiB of where it started',
-      250,
+      { intervalMs: 250 },
     );
     console.log(
       `nbd fuzz: ${runs} streams, ${bytes} bytes, ${transmissions} got replies; peak queued ${peakQueued} bytes per connection; ` +

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { MemoryExport } from '../../src/nbd/memory-export.js';
-import { type Fixture, MiB, assertServes, startServer, waitFor } from './helpers/fixture.js';
+import { type Fixture, MiB, assertServes, startServer } from './helpers/fixture.js';
+import { pollUntil } from '../../src/host/poll.js';
 import { CMD, ERR, FLAG, OPT, REP, RawClient } from './helpers/raw-client.js';
 
 const SIZE = 16 * MiB;
@@ -109,7 +110,7 @@ describe('malformed input over a raw socket', () => {
       await step(c);
       c.close();
     }
-    await waitFor(() => fx.server.connections.size === before, 5000, 'server to reap truncated connections');
+    await pollUntil(() => fx.server.connections.size === before, 5000, 'server to reap truncated connections');
     // The half-sent WRITE was never applied.
     assert.ok(fx.mem.readSync(0, 4096).every((b) => b !== 1));
     await assertServes(fx.sock);

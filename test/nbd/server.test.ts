@@ -15,7 +15,8 @@ import { pino } from 'pino';
 import { ExportError, type Extent, MapExportProvider, type NbdExport, type WriteZeroesOptions } from '../../src/nbd/export.js';
 import { MemoryExport } from '../../src/nbd/memory-export.js';
 import { NbdServer, NbdServerError } from '../../src/nbd/server.js';
-import { type Fixture, GatedExport, MiB, assertServes, run, startServer, tempDir, waitFor } from './helpers/fixture.js';
+import { type Fixture, GatedExport, MiB, assertServes, run, startServer, tempDir } from './helpers/fixture.js';
+import { pollUntil } from '../../src/host/poll.js';
 import { CMD, ERR, FLAG, OPT, REP, RawClient, TFLAG } from './helpers/raw-client.js';
 
 /** An export whose operations fail on demand (by offset), to exercise error mapping. */
@@ -338,7 +339,7 @@ describe('transmission over a raw socket', () => {
       }),
       { numRuns: 60 },
     );
-    await waitFor(() => [...fx.server.connections].every((c) => c.phase !== 'closing'), 5000, 'junk connections to go away');
+    await pollUntil(() => [...fx.server.connections].every((c) => c.phase !== 'closing'), 5000, 'junk connections to go away');
     await assertServes(fx.sock);
   });
 });
@@ -357,7 +358,7 @@ describe('backpressure', () => {
       c.socket.write(reqs);
       const conn = [...fx.server.connections][0];
       assert.ok(conn !== undefined);
-      await waitFor(() => conn.stats.pauses > 0, 5000, 'server to pause reading');
+      await pollUntil(() => conn.stats.pauses > 0, 5000, 'server to pause reading');
       // The server stopped producing replies long before all 200 MiB were read.
       assert.ok(conn.stats.requests < n, `served ${conn.stats.requests} requests while the client read nothing`);
       assert.ok(conn.stats.peakInflightBytes <= 8 * MiB + MiB, `in flight peaked at ${conn.stats.peakInflightBytes}`);
@@ -389,7 +390,7 @@ describe('backpressure', () => {
       for (let i = 0; i < n; i++) c.socket.write(RawClient.request(CMD.write, 0, RawClient.cookie(BigInt(i)), i * 4 * MiB, payload.length, payload));
       const conn = [...fx.server.connections][0];
       assert.ok(conn !== undefined);
-      await waitFor(() => conn.stats.pauses > 0 && conn.inflightBytes >= 16 * MiB, 10_000, 'in-flight budget to fill');
+      await pollUntil(() => conn.stats.pauses > 0 && conn.inflightBytes >= 16 * MiB, 10_000, 'in-flight budget to fill');
       assert.ok(conn.inflightBytes <= 16 * MiB + 4 * MiB, `in flight ${conn.inflightBytes}`);
       assert.ok(conn.stats.peakQueuedBytes <= 4 * MiB + 28 + 4 * MiB, `queue peaked at ${conn.stats.peakQueuedBytes}`);
       release();

@@ -14,18 +14,17 @@
  * the end, after unstaging, `e2fsck -f -n` and `xfs_repair -n` of the volumes' images are clean.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { pollUntil } from '../../src/host/poll.js';
 import type { StageRecord } from '../../src/volumes/state.js';
-import { clients } from '../csi/helpers.js';
 import {
   assertNothingLeft,
-  BIN,
   call,
   MiB,
   MOUNT_CAP,
+  probeReady,
   shortTempDir,
   stageAndPublish,
   startPlugin,
@@ -56,7 +55,7 @@ describe('plugin restarts under I/O: no errors, no read-only remount, clean fsck
   const paths = new Map<string, { staging: string; target: string }>();
   const workloads = new Map<string, Workload>();
   const devices = new Map<string, string>();
-  let supervisor: ChildProcess | undefined;
+  let supervisor: PluginProcess | undefined;
   const figures = { graceful: 0, killed: 0, supervisedKills: 0, supervisorRestarts: 0, cycleMs: [] as number[] };
 
   const stageRecord = (id: string): StageRecord => JSON.parse(readFileSync(join(p.stateDir, 'node', id, 'stage.json'), 'utf8')) as StageRecord;
@@ -104,7 +103,7 @@ describe('plugin restarts under I/O: no errors, no read-only remount, clean fsck
   });
 
   after(async () => {
-    supervisor?.kill('SIGKILL');
+    await supervisor?.kill();
     for (const w of workloads.values()) w.child.kill('SIGKILL');
     await p.stop().catch(() => undefined);
     await sweep(dir);
@@ -134,33 +133,20 @@ describe('plugin restarts under I/O: no errors, no read-only remount, clean fsck
 
   it(`under flashcsi supervise: the plugin SIGKILLed ${SUPERVISED_KILLS} times, restarted by the supervisor each time`, async () => {
     assert.equal(await p.stop(), 0);
-    const socket = join(dir, 'csi.sock');
     const logFile = join(dir, 'supervise.log');
-    const fd = openSync(logFile, 'a');
-    try {
-      supervisor = spawn(
-        process.execPath,
-        [BIN, 'supervise', '--max-backoff', '0.2', '--', 'plugin', '--mode', 'all', '--endpoint', `unix://${socket}`, '--state-dir', join(dir, 'state'), '--node-id', 'test-node', '--drain-timeout', '2000'],
-        { stdio: ['ignore', 'ignore', fd] },
-      );
-    } finally {
-      closeSync(fd);
-    }
-    const sup = supervisor;
-    const exited = new Promise<number | null>((resolve) => sup.once('exit', (code) => resolve(code)));
-    const c = clients(socket);
-    const ready = (): Promise<boolean> =>
-      new Promise((resolve) => c.identity.Probe({}, { deadline: Date.now() + 1000 }, (err: unknown, r?: { ready?: { value: boolean } | null }) => resolve(err === null && r?.ready?.value === true)));
+    const sup = await startPlugin(dir, { supervise: { maxBackoffSeconds: 0.2 }, metadataSocket: null, logFile });
+    supervisor = sup;
     /** Polls (the readiness condition itself) until a plugin other than `old` runs and answers ready. */
-    const newPluginReady = async (old: number | undefined): Promise<number> => {
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        const kids = childrenOf(sup.pid as number);
-        if (kids.length === 1 && kids[0] !== old && (await ready())) return kids[0] as number;
-        assert.ok(Date.now() < deadline, `no new plugin became ready under the supervisor (children ${kids.join()}):\n${readFileSync(logFile, 'utf8').slice(-3000)}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    };
+    const newPluginReady = (old: number | undefined): Promise<number> =>
+      pollUntil(
+        async () => {
+          const kids = childrenOf(sup.child.pid as number);
+          return kids.length === 1 && kids[0] !== old && (await probeReady(sup.c, 1000)) ? kids[0] : undefined;
+        },
+        30_000,
+        'a new plugin to become ready under the supervisor',
+        { intervalMs: 50, detail: () => `children ${childrenOf(sup.child.pid as number).join()}:\n${readFileSync(logFile, 'utf8').slice(-3000)}` },
+      );
     let pid = await newPluginReady(undefined);
     try {
       for (let i = 1; i <= SUPERVISED_KILLS; i++) {
@@ -184,9 +170,7 @@ describe('plugin restarts under I/O: no errors, no read-only remount, clean fsck
         assert.deepEqual(a.abnormal, []);
       }
     } finally {
-      c.close();
-      sup.kill('SIGTERM');
-      assert.equal(await exited, 0, 'the supervisor passes SIGTERM on and exits with the plugin');
+      assert.equal(await sup.stop(), 0, 'the supervisor passes SIGTERM on and exits with the plugin');
       supervisor = undefined;
     }
     p = await startPlugin(dir);

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isProcessAlive } from '../../src/host/process.js';
 import type { StageRecord } from '../../src/volumes/state.js';
-import { waitFor } from '../nbd/helpers/fixture.js';
+import { pollUntil } from '../../src/host/poll.js';
 import {
   assertNothingLeft,
   call,
@@ -83,8 +83,8 @@ describe('the data-path server is SIGKILLed: I/O errors, reported abnormal, reco
       const w = workloads.get(v.id) as Workload;
       process.kill(rec.serve.process.pid, 'SIGKILL');
       const serve = rec.serve.process;
-      await waitFor(() => !isProcessAlive(serve), 10_000, 'serve to die');
-      await waitFor(() => w.progress.errors > 0, 60_000, `the workload on ${v.fsType} to see the dead device`);
+      await pollUntil(() => !isProcessAlive(serve), 10_000, 'serve to die');
+      await pollUntil(() => w.progress.errors > 0, 60_000, `the workload on ${v.fsType} to see the dead device`);
       const fuseAlive = isProcessAlive(rec.attachment.fuse.process);
       const opts = await mountOptions((paths.get(v.id) as { staging: string }).staging);
       observed.push(`${v.fsType}: nbdfuse ${fuseAlive ? 'still running' : 'exited'}, mount ${opts.includes('ro') ? 'ro' : 'rw'}`);

@@ -90,16 +90,6 @@ export async function assertServes(sock: string, name = ''): Promise<void> {
   }
 }
 
-/** Polls `cond` until it holds or the deadline passes (for conditions with no event to wait on). */
-export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string, intervalMs = 10): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) throw new Error(`timeout after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
-
 export interface RunResult {
   readonly code: number;
   readonly stdout: string;
