@@ -1,10 +1,13 @@
 // Lint: typescript-eslint strict + layering rules (src/ layers import downward only; docs/design.md
-// draws the map: engine → nbd → host → volumes → csi → k8s).
+// draws the map).
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 const GRPC = ['@grpc/grpc-js', '@grpc/proto-loader'];
 const KUBE = ['@kubernetes/client-node'];
+/** The src/ layers, bottom first: each may import the ones before it, never one after it. */
+const ORDER = ['engine', 'nbd', 'host', 'volumes', 'csi', 'k8s'];
+const above = (name) => ORDER.slice(ORDER.indexOf(name) + 1);
 
 /** A layer may not import the src/ folders in `forbidden`, nor the npm packages in `packages`. */
 const layer = (name, forbidden, packages) => ({
@@ -15,7 +18,7 @@ const layer = (name, forbidden, packages) => ({
       {
         patterns: forbidden.map((f) => ({
           group: [`**/${f}/*`, `../${f}/*`, `../../${f}/*`],
-          message: `src/${name} must not import from src/${f} (layers import downward only: engine → nbd → host → volumes → csi → k8s)`,
+          message: `src/${name} must not import from src/${f} (layers import downward only: ${ORDER.join(' → ')})`,
         })),
         paths: packages.map((p) => ({ name: p, message: `src/${name} must not depend on ${p}` })),
       },
@@ -40,15 +43,30 @@ export default tseslint.config(
     },
   },
   // The engine publishes events (src/engine/events.ts) and knows nothing about metrics.
-  layer('engine', ['nbd', 'host', 'volumes', 'csi', 'k8s', 'metrics'], [...GRPC, ...KUBE]),
-  layer('nbd', ['host', 'volumes', 'csi', 'k8s'], [...GRPC, ...KUBE]),
+  layer('engine', [...above('engine'), 'metrics'], [...GRPC, ...KUBE]),
+  layer('nbd', above('nbd'), [...GRPC, ...KUBE]),
   // The node's side of attaching: block devices, mounts, processes; may use engine and nbd.
-  layer('host', ['volumes', 'csi', 'k8s'], [...GRPC, ...KUBE]),
+  layer('host', above('host'), [...GRPC, ...KUBE]),
   // The node's volume bookkeeping (state directory, staging, groups, locks): no gRPC, no Kubernetes.
-  layer('volumes', ['csi', 'k8s'], [...GRPC, ...KUBE]),
+  layer('volumes', above('volumes'), [...GRPC, ...KUBE]),
   // The gRPC surface: one file per CSI service, validation, status mapping, the server.
-  layer('csi', ['k8s'], KUBE),
-  // src/metrics is imported by nbd, csi and k8s, and depends on prom-client only.
+  layer('csi', above('csi'), KUBE),
+  // The logger (pino) serves every layer but the engine and metrics, and imports none.
+  layer('log', [...ORDER, 'metrics'], [...GRPC, ...KUBE]),
+  // src/errors.ts and src/constants.ts: leaves every layer imports; they import nothing of ours.
+  {
+    files: ['src/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [...ORDER, 'metrics', 'log'].map((f) => ({ group: [`./${f}/*`], message: `src/*.ts are leaves: they must not import from src/${f}` })),
+          paths: [...GRPC, ...KUBE].map((p) => ({ name: p, message: `src/*.ts are leaves: they must not depend on ${p}` })),
+        },
+      ],
+    },
+  },
+  // src/metrics is imported by nbd, csi and cmd/, and depends on prom-client only.
   {
     files: ['src/metrics/**/*.ts'],
     rules: {
