@@ -65,8 +65,11 @@ export const TIERS: readonly Tier[] = [
   },
   {
     name: 'cluster',
-    needs: 'a real control plane from the pinned Go tools (etcd, kube-apiserver, kube-controller-manager, kubectl, the CSI sidecars)',
+    needs:
+      'a real control plane from the pinned Go tools (etcd, kube-apiserver, kube-controller-manager, kubectl, the CSI sidecars); ' +
+      'test/cluster/ also a kubelet, containerd, runc and the images scripts/images.sh builds',
     entries: [
+      'test/cluster/',
       'test/k8s/control-plane.test.ts',
       'test/k8s-e2e/',
       'test/metrics/coordinator.test.ts',
