@@ -8,9 +8,12 @@
 # distribution the test suite runs on, so the image gets the same nbd-client/libnbd/e2fsprogs
 # versions the data path is tested with. (Pin by digest too where a registry is reachable:
 # docker buildx imagetools inspect node:24.22.3-bookworm-slim.)
+#
+# Layer order: what changes least comes first, so a source change rebuilds only the TypeScript
+# compile and the small layers that copy its output (dist/), never apt-get or an npm install.
 ARG NODE_IMAGE=node:24.22.3-bookworm-slim
 
-# ---- build: compile TypeScript, then drop the dev dependencies --------------------------------
+# ---- build: compile TypeScript --------------------------------------------------------------
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 ENV NODE_ENV=development
@@ -20,18 +23,10 @@ COPY tsconfig.json ./
 COPY cmd ./cmd
 COPY src ./src
 COPY proto ./proto
-RUN npm run build \
- && npm prune --omit=dev --no-audit --no-fund
+RUN npm run build
 
 # ---- runtime -------------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
-ARG VERSION=0.1.0
-LABEL org.opencontainers.image.title="flashcsi" \
-      org.opencontainers.image.description="Kubernetes CSI driver with O(1) copy-on-write checkpoints, in-place rollback and multi-volume transactions" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.source="https://github.com/flashcsi/flashcsi" \
-      org.opencontainers.image.base.name="${NODE_IMAGE}"
 # The data path's tools: nbd-client (kernel NBD), libnbd-bin (nbdfuse, the fallback without the nbd
 # module), fuse3 (fusermount3), e2fsprogs and xfsprogs (mkfs, fsck, resize2fs, xfs_growfs),
 # util-linux and mount (losetup, blockdev, mount, umount), kmod (modprobe nbd).
@@ -41,14 +36,25 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production
-COPY --from=build /app/package.json ./package.json
-COPY --from=build /app/node_modules ./node_modules
+# The production dependencies, installed from the lock file alone (a source change keeps this layer).
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund \
+ && rm -rf /root/.npm
+COPY proto ./proto
 COPY --from=build /app/dist/cmd ./dist/cmd
 COPY --from=build /app/dist/src ./dist/src
-COPY --from=build /app/proto ./proto
 # Non-root by default (the image's "node" user, uid 1000): the coordinator and the controller-mode
 # plugin run as it. Only the node DaemonSet's flashcsi container overrides this to root + privileged.
 USER node
 # tini as PID 1 reaps the orphaned data-path processes of a restarted plugin (see cmd/supervise-cli.ts).
 ENTRYPOINT ["tini", "--", "node", "/app/dist/cmd/flashcsi.js"]
 CMD ["--help"]
+# Last, so that a version bump rebuilds no layer above.
+ARG NODE_IMAGE
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="flashcsi" \
+      org.opencontainers.image.description="Kubernetes CSI driver with O(1) copy-on-write checkpoints, in-place rollback and multi-volume transactions" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/flashcsi/flashcsi" \
+      org.opencontainers.image.base.name="${NODE_IMAGE}"

@@ -19,10 +19,15 @@
 #
 # Each archive is keyed by a hash of its inputs ($cache/images/<image>-<key>.tar), so an unchanged input
 # never rebuilds. The flashcsi image's key covers the files the Dockerfile copies, so a source change
-# rebuilds it; buildah's layer cache (--layers, kept under $cache/images/storage) then reruns only the
-# steps after the first changed COPY (tsc and the final copies), not npm ci or apt-get; with vfs, which
-# copies every layer whole, that still took 5-10 min on the 2-core machine under load.
-# Builds use buildah's chroot isolation and the vfs storage driver: no daemon, no overlay mounts.
+# rebuilds it; buildah's layer cache (--layers) then reruns only the steps after the first changed COPY
+# (tsc and the copies of dist/), not npm ci or apt-get: the Dockerfile orders its layers for that.
+# Builds use buildah's chroot isolation, no daemon. Storage ($cache/images/buildah-<driver>): the kernel's
+# overlay driver, where a layer holds only its own changes (vfs, which copies the whole tree into every
+# layer, made a source-change rebuild take 5-10 min and ~560 MB per layer); FLASHCSI_BUILDAH_DRIVER=vfs
+# where overlay cannot be mounted. After a build the store keeps only what the next build can reuse: the
+# base, the tagged flashcsi image and its build stage, and their ancestors (the layer cache); every other
+# image and leftover working container is removed, as is the vfs store of earlier versions of this script.
+# Each cache has its own store; nothing outside $cache/images is touched.
 # npm inside the build reaches the registry through the host's CA, given as a mount, not in the image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +40,7 @@ for a in "$@"; do
   case "$a" in
     --check) mode=check ;;
     pause|busybox|sidecars|base|flashcsi) groups+=("$a") ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "images: unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -52,9 +57,20 @@ APP_VERSION=$(node -p 'require("./package.json").version')
 
 mkdir -p "$img"
 exec 8>"$img/.lock"
-flock 8                      # one images.sh at a time per cache (buildah's storage is shared)
+flock 8                      # one images.sh at a time per cache (the cache's buildah store is shared)
 
-bah() { buildah --root "$img/storage" --runroot "$img/runroot" --storage-driver vfs "$@"; }
+driver=${FLASHCSI_BUILDAH_DRIVER:-overlay}
+store=$img/buildah-$driver
+# overlay.skip_mount_home: no private bind mount of the store onto itself, which would outlive buildah
+# (and make `rm -rf` of the cache fail).
+store_opts=(); [ "$driver" = overlay ] && store_opts=(--storage-opt overlay.skip_mount_home=true)
+bah() { buildah --root "$store/root" --runroot "$store/run" --storage-driver "$driver" "${store_opts[@]}" "$@"; }
+if [ "$mode" = build ]; then
+  # The vfs store of earlier versions of this script (no mounts in it; it only grew: 15 GB after a day).
+  rm -rf "$img/storage" "$img/runroot"
+  # Working containers of a build that was killed (with their mounts): nobody else uses this store now.
+  bah rm --all >/dev/null
+fi
 hash_of() { sha256sum | cut -c1-16; }
 # Bump an image's recipe number when its build steps below change (a comment edit rebuilds nothing).
 PAUSE_RECIPE=1 BUSYBOX_RECIPE=1 SIDECAR_RECIPE=1 BASE_RECIPE=1
@@ -186,12 +202,17 @@ build_base() { # into buildah's storage only (the flashcsi build uses it; no arc
 
 # ---- flashcsi ------------------------------------------------------------------------------------
 FLASHCSI_REF=ghcr.io/flashcsi/flashcsi:$APP_VERSION
+# The Dockerfile's build stage, tagged so that pruning keeps its layers (npm ci) for the next build.
+FLASHCSI_BUILD_REF=localhost/flashcsi-build-stage:$APP_VERSION
 # What the Dockerfile copies (keep in step with its COPY lines; test/packaging/dockerfile.test.ts checks).
 FLASHCSI_INPUTS=(Dockerfile package.json package-lock.json tsconfig.json cmd src proto)
 build_flashcsi() {
   local key; key=$( (base_key; git ls-files -co --exclude-standard -- "${FLASHCSI_INPUTS[@]}" | LC_ALL=C sort | xargs -d '\n' sha256sum) | hash_of)
   have flashcsi "$key" && return 0
   [ "$mode" = check ] && return 0
+  # Chroot isolation binds the host's device nodes into the build: apt writes /dev/null as user _apt.
+  [ "$(stat -c %a /dev/null)" = 666 ] \
+    || { echo "images: this host's /dev/null has mode $(stat -c %a /dev/null), not 666: apt-get inside the build (user _apt) fails on it; restore it with chmod 666 /dev/null" >&2; exit 1; }
   build_base
   local tmp; tmp=$(mktemp -d)
   printf 'cafile=/run/host-ca.crt\n' > "$tmp/npmrc"
@@ -199,13 +220,24 @@ build_flashcsi() {
   # The build context is a clean copy of the inputs (no dist/, node_modules/ or local state).
   mkdir -p "$tmp/ctx"
   git ls-files -co --exclude-standard -- "${FLASHCSI_INPUTS[@]}" | xargs -d '\n' cp --parents -t "$tmp/ctx"
-  bah bud --quiet --isolation chroot --pull=never --network host --layers \
-    -v "$ca:/run/host-ca.crt:ro" -v "$tmp/npmrc:/usr/local/etc/npmrc:ro" \
-    --build-arg "VERSION=$APP_VERSION" --label "io.flashcsi.key=$key" \
-    -t "$FLASHCSI_REF" -f "$tmp/ctx/Dockerfile" "$tmp/ctx" > "$tmp/build.log" 2>&1 \
-    || { tail -30 "$tmp/build.log" >&2; rm -rf "$tmp"; exit 1; }
+  local bud=(bud --quiet --isolation chroot --pull=never --network host --layers
+    -v "$ca:/run/host-ca.crt:ro" -v "$tmp/npmrc:/usr/local/etc/npmrc:ro" -f "$tmp/ctx/Dockerfile")
+  # The build stage first, to tag it; the whole build then takes it from the layer cache.
+  { bah "${bud[@]}" --target build -t "$FLASHCSI_BUILD_REF" "$tmp/ctx" \
+    && bah "${bud[@]}" --build-arg "VERSION=$APP_VERSION" --label "io.flashcsi.key=$key" -t "$FLASHCSI_REF" "$tmp/ctx"
+  } > "$tmp/build.log" 2>&1 || { tail -30 "$tmp/build.log" >&2; rm -rf "$tmp"; exit 1; }
   publish flashcsi "$key" "$FLASHCSI_REF"
   rm -rf "$tmp"
+  prune
+}
+
+# prune — drop what the builds superseded: every image that has no name and no image built on it (earlier
+# flashcsi builds and their layers, an earlier base), repeatedly, down to the layers that the named
+# images still build on.
+prune() {
+  local before; before=$(du -sm "$store" | cut -f1)
+  bah rmi --prune >/dev/null
+  echo "images: store $store: ${before} MB -> $(du -sm "$store" | cut -f1) MB" >&2
 }
 
 command -v buildah >/dev/null || { echo "images: buildah is not installed (scripts/setup.sh installs it)" >&2; exit 1; }

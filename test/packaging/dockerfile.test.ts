@@ -1,7 +1,8 @@
 // Static checks of the Dockerfile (this machine has no Docker engine, so the image is not built here):
-// the base image is pinned to a Node 24 LTS patch release on Debian slim, the build stage installs,
-// builds and prunes, the runtime stage has the data path's Debian packages, runs as the non-root
-// "node" user, and its entrypoint is a file the build really produces.
+// the base image is pinned to a Node 24 LTS patch release on Debian slim, the build stage installs and
+// builds, the runtime stage has the data path's Debian packages and the production dependencies, runs as
+// the non-root "node" user, and its entrypoint is a file the build really produces; the layers are
+// ordered so that a source change rebuilds neither apt-get nor an npm install.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
@@ -63,6 +64,12 @@ function stages(ins: Instruction[]): { globalArgs: Map<string, string>; stages: 
 const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
 const parsed = stages(parseDockerfile(text));
 
+/** The distinct context paths the stages COPY (not --from another stage). */
+function contextSources(): string[] {
+  const copies = parsed.stages.flatMap((s) => s.instructions).filter((i) => i.op === 'COPY' && !i.args.startsWith('--from'));
+  return [...new Set(copies.flatMap((c) => c.args.split(' ').slice(0, -1).map((s) => s.replace(/\/$/, ''))))];
+}
+
 describe('Dockerfile (static checks; no Docker engine here)', () => {
   it('has a pinned Node.js 24 LTS Debian slim base, used by both stages', () => {
     const base = parsed.globalArgs.get('NODE_IMAGE') ?? '';
@@ -73,35 +80,33 @@ describe('Dockerfile (static checks; no Docker engine here)', () => {
     ]);
   });
 
-  it('build stage: npm ci, npm run build, npm prune --omit=dev', () => {
+  it('build stage: npm ci, then the sources, then npm run build', () => {
     const build = parsed.stages.find((s) => s.name === 'build');
     assert.ok(build);
-    const runs = build.instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join(' && ');
-    const order = ['npm ci', 'npm run build', 'npm prune --omit=dev'].map((c) => runs.indexOf(c));
-    assert.ok(order.every((x) => x >= 0), `build runs npm ci, npm run build, npm prune --omit=dev: ${runs}`);
-    assert.deepEqual([...order].sort((a, b) => a - b), order, 'in that order');
-    // Every path the build stage copies from the context exists (and is not excluded by .dockerignore).
+    const ins = build.instructions;
+    const npmCi = ins.findIndex((i) => i.op === 'RUN' && i.args.startsWith('npm ci'));
+    const copySrc = ins.findIndex((i) => i.op === 'COPY' && i.args.startsWith('src '));
+    const compile = ins.findIndex((i) => i.op === 'RUN' && i.args.includes('npm run build'));
+    assert.ok(npmCi >= 0 && copySrc >= 0 && compile >= 0, 'build runs npm ci, copies src/, runs npm run build');
+    assert.ok(npmCi < copySrc && copySrc < compile, 'in that order: a source change keeps the npm ci layer');
+    const beforeCi = ins.slice(0, npmCi).filter((i) => i.op === 'COPY').flatMap((c) => c.args.split(' ').slice(0, -1));
+    assert.deepEqual(beforeCi.sort(), ['package-lock.json', 'package.json'], 'only the package files are copied before npm ci');
+  });
+
+  it('every path a stage copies from the context exists and reaches the build (not in .dockerignore)', () => {
     const ignored = readFileSync(join(ROOT, '.dockerignore'), 'utf8')
       .split('\n')
       .map((l) => l.trim())
       .filter((l) => l !== '' && !l.startsWith('#'));
-    for (const c of build.instructions.filter((i) => i.op === 'COPY' && !i.args.startsWith('--from'))) {
-      const sources = c.args.split(' ').slice(0, -1);
-      for (const s of sources) {
-        assert.ok(existsSync(join(ROOT, s)), `COPY source ${s} exists`);
-        assert.ok(!ignored.includes(s.replace(/\/$/, '')), `COPY source ${s} is not in .dockerignore`);
-      }
+    for (const s of contextSources()) {
+      assert.ok(existsSync(join(ROOT, s)), `COPY source ${s} exists`);
+      assert.ok(!ignored.includes(s), `COPY source ${s} is not in .dockerignore`);
     }
   });
 
-  it('scripts/images.sh keys the image by exactly what the build stage copies (a test edit never rebuilds it)', () => {
-    const build = parsed.stages.find((s) => s.name === 'build');
-    assert.ok(build);
-    const copied = build.instructions
-      .filter((i) => i.op === 'COPY' && !i.args.startsWith('--from'))
-      .flatMap((c) => c.args.split(' ').slice(0, -1).map((s) => s.replace(/\/$/, '')));
+  it('scripts/images.sh keys the image by exactly what the stages copy (a test edit never rebuilds it)', () => {
     const inputs = /^FLASHCSI_INPUTS=\(([^)]*)\)$/m.exec(readFileSync(join(ROOT, 'scripts', 'images.sh'), 'utf8'))?.[1]?.split(' ');
-    assert.deepEqual(inputs?.sort(), ['Dockerfile', ...copied].sort());
+    assert.deepEqual(inputs?.sort(), ['Dockerfile', ...contextSources()].sort());
   });
 
   it('runtime stage: the data-path packages, non-root USER node, the entrypoint of the build', () => {
@@ -123,9 +128,19 @@ describe('Dockerfile (static checks; no Docker engine here)', () => {
     // The entrypoint's file is produced by the build (npm test builds dist/ before running this).
     assert.ok(existsSync(join(ROOT, 'dist', 'cmd', 'flashcsi.js')), 'dist/cmd/flashcsi.js exists after npm run build');
     const copies = runtime.instructions.filter((i) => i.op === 'COPY').map((i) => i.args);
-    for (const want of ['/app/dist/cmd', '/app/dist/src', '/app/node_modules', '/app/proto', '/app/package.json']) {
+    for (const want of ['/app/dist/cmd', '/app/dist/src']) {
       assert.ok(copies.some((c) => c.startsWith('--from=build ') && c.includes(want)), `runtime copies ${want} from the build stage`);
     }
+    for (const want of ['package.json', 'package-lock.json', 'proto']) {
+      assert.ok(copies.some((c) => !c.startsWith('--from') && c.split(' ').slice(0, -1).includes(want)), `runtime copies ${want} from the context`);
+    }
+    // The production dependencies are installed from the lock file, before anything the build stage
+    // compiled is copied: a source change rebuilds neither them nor the Debian packages.
+    const ins = runtime.instructions;
+    const firstFromBuild = ins.findIndex((i) => i.op === 'COPY' && i.args.startsWith('--from=build '));
+    const prodDeps = ins.findIndex((i) => i.op === 'RUN' && i.args.startsWith('npm ci --omit=dev'));
+    assert.ok(prodDeps >= 0, 'runtime runs npm ci --omit=dev');
+    assert.ok(ins.indexOf(install) < firstFromBuild && prodDeps < firstFromBuild, 'apt-get and npm ci come before the copies of dist/');
     const labels = runtime.instructions.filter((i) => i.op === 'LABEL').map((i) => i.args).join(' ');
     for (const l of ['org.opencontainers.image.title', 'org.opencontainers.image.version', 'org.opencontainers.image.source', 'org.opencontainers.image.licenses']) {
       assert.ok(labels.includes(l), `label ${l}`);
