@@ -16,7 +16,9 @@
  *              orders participants to Commit or Rollback. So no participant ever acts on a
  *              decision that a crash could lose, and every participant gets the same one.
  *   RollingBack participants wait until their volume is detached, then roll back.
- *   Committed / RolledBack / Failed: PVCs are released; the finalizer goes when it is deleted.
+ *   Committed / RolledBack / Failed: PVCs are released first, then the phase is written, so whoever
+ *              sees it can put the PVCs in a new transaction or rollback at once; the finalizer
+ *              goes when it is deleted.
  */
 import { createHash } from 'node:crypto';
 import { DRIVER_NAME, Finalizer, Label } from '../constants.js';
@@ -153,9 +155,13 @@ export function planTransaction(input: TransactionInput): Plan {
       return s;
     });
 
-  const fail = (message: string): Plan => {
-    status({ ...st, phase: 'Failed', completionTime: nowIso }, 'Failed', message, true);
+  /** The end: every PVC released, then the final phase. */
+  const finish = (next: VolumeTransactionStatus, reason: string, message: string, warning = false): void => {
     for (const pvc of held()) steps.push({ kind: 'releasePvc', pvc });
+    status(next, reason, message, warning);
+  };
+  const fail = (message: string): Plan => {
+    finish({ ...st, phase: 'Failed', completionTime: nowIso }, 'Failed', message, true);
     return { steps };
   };
 
@@ -257,8 +263,7 @@ export function planTransaction(input: TransactionInput): Plan {
     drive('Commit');
     if (states('Commit').every((s) => s === 'Committed')) {
       // The snapshots that waited are cut now (each volume cuts them as it completes): none waits any more.
-      status({ ...st, phase: 'Committed', completionTime: nowIso, deferredSnapshots: [] }, 'Committed', 'every volume committed');
-      for (const pvc of held()) steps.push({ kind: 'releasePvc', pvc });
+      finish({ ...st, phase: 'Committed', completionTime: nowIso, deferredSnapshots: [] }, 'Committed', 'every volume committed');
     } else {
       status({ ...st }, 'Committing', `committing: ${progress(states('Commit'), 'Committed')}`);
     }
@@ -268,8 +273,7 @@ export function planTransaction(input: TransactionInput): Plan {
     drive('Rollback');
     const s = states('Rollback');
     if (s.every((x) => x === 'RolledBack')) {
-      status({ ...st, phase: 'RolledBack', completionTime: nowIso, deferredSnapshots: [] }, 'RolledBack', 'every volume rolled back to the transaction checkpoint');
-      for (const pvc of held()) steps.push({ kind: 'releasePvc', pvc });
+      finish({ ...st, phase: 'RolledBack', completionTime: nowIso, deferredSnapshots: [] }, 'RolledBack', 'every volume rolled back to the transaction checkpoint');
     } else {
       const detach = pvcs.filter((_, i) => s[i] === 'WaitingForDetach');
       const why = detach.length > 0 ? `; waiting for ${detach.join(', ')} to be detached from every pod` : '';

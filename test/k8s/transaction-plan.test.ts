@@ -13,7 +13,8 @@
  * - the checkpoints of the attempt that opened were all cut at one instant (every volume's
  *   frozen interval overlaps every other's);
  * - the outcome is atomic: every volume committed, or every volume rolled back, never a mix;
- * - PVCs are released when it ends, and a deleted transaction lets go of its finalizer;
+ * - PVCs are released when it ends, before the final phase shows (a new transaction may take them at
+ *   once), and a deleted transaction lets go of its finalizer;
  * - it always ends.
  */
 import { test } from 'node:test';
@@ -238,6 +239,7 @@ function simulate(seed: number, pvcCount: number, userPlan: 'commit' | 'rollback
     const phase = w.vt.status?.phase;
     const finished = phase === 'Committed' || phase === 'RolledBack' || phase === 'Failed';
     const released = [...w.pvcs.values()].every((p) => !p.annotation && !p.finalizers.has(Finalizer.Protection));
+    if (finished && !w.deleted && !released) w.violations.push(`phase ${phase} shows while a PVC is still held: a transaction applied now on it would fail`);
     const done = w.deleted ? !(w.vt.metadata.finalizers ?? []).includes(Finalizer.Cleanup) && w.vt.metadata.finalizers !== undefined : finished && released;
     if (done && (finished || w.deleted)) break;
   }
@@ -307,5 +309,7 @@ test('a completed transaction shows no snapshot still waiting for it (deferredSn
     assert.ok(status?.kind === 'status', `a status step (${JSON.stringify(plan.steps)})`);
     assert.equal(status.status.phase, phase);
     assert.deepEqual(status.status.deferredSnapshots, [], `${phase}: the snapshots that waited are cut now`);
+    const kinds = plan.steps.map((s) => s.kind);
+    assert.ok(kinds.includes('releasePvc') && kinds.indexOf('releasePvc') < kinds.indexOf('status'), `${phase}: the PVC is released before the phase shows (${kinds.join(', ')})`);
   }
 });
