@@ -3,7 +3,8 @@
  * kube-controller-manager, kubelet, containerd, runc, the snapshot-controller), with the image built
  * from our Dockerfile and the chart installed by `helm install`. Every pod is a real busybox pod
  * writing through its PVC; every wait is `kubectl wait` (a watch with a deadline) or a polled real
- * condition. One cluster is shared by the journeys, in the order a user meets them.
+ * condition. One cluster of two nodes is shared by the journeys, in the order a user meets them; the
+ * VolumeTransaction (5) spans both kubelets, the other journeys go wherever the scheduler puts them.
  */
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
@@ -30,7 +31,7 @@ describe('a user\'s first hour on a real node', { timeout: 1_800_000 }, () => {
   let pluginDir: string;
 
   before(async () => {
-    cluster = await startCluster({ nodes: 1, log: (l) => process.stderr.write(`${l}\n`) });
+    cluster = await startCluster({ nodes: 2, log: (l) => process.stderr.write(`${l}\n`) });
     k = new Kube(cluster, NS);
     pluginDir = kubectlPluginDir();
   });
@@ -42,18 +43,19 @@ describe('a user\'s first hour on a real node', { timeout: 1_800_000 }, () => {
     assert.deepEqual(problems, [], 'the cluster stopped with nothing left to force');
   });
 
-  it('1. helm install: the node plugin registers itself; CSINode lists flashcsi.io with its topology key', async () => {
+  it('1. helm install: the node plugin registers itself on each node; CSINode lists flashcsi.io with its topology key', async () => {
     await seconds('helm install', () => cluster.installFlashcsi());
-    const node = cluster.nodes[0]?.name ?? '';
-    // The kubelet writes the CSINode entry after GetInfo and NodeGetInfo over the plugin's sockets.
-    await waitFor(
-      'CSINode lists flashcsi.io',
-      async () => ((await cluster.kubectl(['get', 'csinode', node, '-o', 'jsonpath={.spec.drivers[*].name}'])).includes('flashcsi.io') ? true : undefined),
-      { timeoutMs: 60_000, intervalMs: 500 },
-    );
-    const drivers = JSON.parse(await cluster.kubectl(['get', 'csinode', node, '-o', 'jsonpath={.spec.drivers}'])) as Array<{ name: string; nodeID: string; topologyKeys: string[] }>;
-    assert.deepEqual(drivers.find((d) => d.name === 'flashcsi.io'), { name: 'flashcsi.io', nodeID: node, topologyKeys: ['topology.flashcsi.io/node'] });
-    assert.equal(await cluster.kubectl(['get', 'node', node, '-o', 'jsonpath={.metadata.labels.topology\\.flashcsi\\.io/node}']), node);
+    for (const { name: node } of cluster.nodes) {
+      // The kubelet writes the CSINode entry after GetInfo and NodeGetInfo over the plugin's sockets.
+      await waitFor(
+        `CSINode ${node} lists flashcsi.io`,
+        async () => ((await cluster.kubectl(['get', 'csinode', node, '-o', 'jsonpath={.spec.drivers[*].name}'])).includes('flashcsi.io') ? true : undefined),
+        { timeoutMs: 60_000, intervalMs: 500 },
+      );
+      const drivers = JSON.parse(await cluster.kubectl(['get', 'csinode', node, '-o', 'jsonpath={.spec.drivers}'])) as Array<{ name: string; nodeID: string; topologyKeys: string[] }>;
+      assert.deepEqual(drivers.find((d) => d.name === 'flashcsi.io'), { name: 'flashcsi.io', nodeID: node, topologyKeys: ['topology.flashcsi.io/node'] });
+      assert.equal(await cluster.kubectl(['get', 'node', node, '-o', 'jsonpath={.metadata.labels.topology\\.flashcsi\\.io/node}']), node);
+    }
     await cluster.kubectl(['create', 'namespace', NS]);
     // An xfs StorageClass next to the chart's ext4 one.
     await k.apply(`apiVersion: storage.k8s.io/v1
@@ -120,15 +122,18 @@ spec: {volumeSnapshotClassName: flashcsi, source: {persistentVolumeClaimName: xf
 `);
     await seconds('VolumeSnapshot -> readyToUse', () => k.wait('volumesnapshot/xfs-snap', 'jsonpath={.status.readyToUse}=true'));
     await k.exec('xfs', 'echo after > /data/s && sync');
+    // A snapshot and a clone live on their source's node (node-local volumes, docs/csi.md): the pods of
+    // the new PVCs go there, so that the scheduler has that node's provisioner create them.
+    const sourceNode = (await k.jsonpath('pod/xfs', '{.spec.nodeName}')).trim();
     await k.apply(
       pvc('xfs-restored', { storageClass: 'flashcsi-xfs', size: '320Mi', dataSource: { kind: 'VolumeSnapshot', name: 'xfs-snap', apiGroup: 'snapshot.storage.k8s.io' } }) +
         '---\n' +
-        pod('xfs-restored', 'xfs-restored'),
+        pod('xfs-restored', 'xfs-restored', { node: sourceNode }),
     );
     await k.wait('pod/xfs-restored', 'condition=Ready', 180_000);
     assert.equal((await k.exec('xfs-restored', 'cat /data/s /data/f')).trim(), 'before\nxfs-data');
 
-    await k.apply(pvc('xfs-clone', { storageClass: 'flashcsi-xfs', size: '320Mi', dataSource: { kind: 'PersistentVolumeClaim', name: 'xfs' } }) + '---\n' + pod('xfs-clone', 'xfs-clone'));
+    await k.apply(pvc('xfs-clone', { storageClass: 'flashcsi-xfs', size: '320Mi', dataSource: { kind: 'PersistentVolumeClaim', name: 'xfs' } }) + '---\n' + pod('xfs-clone', 'xfs-clone', { node: sourceNode }));
     await k.wait('pod/xfs-clone', 'condition=Ready', 180_000);
     assert.equal((await k.exec('xfs-clone', 'cat /data/s')).trim(), 'after', 'the clone holds the source PVC\'s current data');
 
@@ -210,10 +215,23 @@ spec: {volumeSnapshotName: app-v1}
     assert.match(reasons, /Completed/);
   });
 
-  it('5. VolumeTransaction over two PVCs used by two pods: commit keeps, rollback (pods stopped) reverts; kubectl flashcsi drives one', async () => {
-    await k.apply(pvc('tx-a') + '---\n' + pvc('tx-b') + '---\n' + pod('tx-a', 'tx-a', { script: 'echo begin > /data/v && sync' }) + '---\n' + pod('tx-b', 'tx-b', { script: 'echo begin > /data/v && sync' }));
+  it('5. VolumeTransaction over two PVCs on two nodes, used by two pods: commit keeps, rollback (pods stopped) reverts; kubectl flashcsi drives one', async () => {
+    // tx-a on node-a, tx-b on node-b: each PVC is provisioned on its pod's node (WaitForFirstConsumer),
+    // so each phase of the two-phase commit runs in a different kubelet's node plugin.
+    const [nodeA, nodeB] = cluster.nodes.map((n) => n.name);
+    assert.ok(nodeA && nodeB, 'two nodes');
+    const onNode = { 'tx-a': nodeA, 'tx-b': nodeB };
+    const txPods = (script?: string): string =>
+      Object.entries(onNode).map(([name, node]) => pod(name, name, { node, ...(script ? { script } : {}) })).join('---\n');
+    await k.apply(pvc('tx-a') + '---\n' + pvc('tx-b') + '---\n' + txPods('echo begin > /data/v && sync'));
     await k.wait('pod/tx-a', 'condition=Ready', 180_000);
     await k.wait('pod/tx-b', 'condition=Ready', 180_000);
+    for (const [name, node] of Object.entries(onNode)) {
+      const pv = (await k.jsonpath(`pvc/${name}`, '{.spec.volumeName}')).trim();
+      const topology = await cluster.kubectl(['get', 'pv', pv, '-o', 'jsonpath={.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]}']);
+      assert.equal(topology, node, `${name}'s volume lives on ${node}`);
+      assert.equal(await k.jsonpath(`pod/${name}`, '{.spec.nodeName}'), node);
+    }
     // Commit, with kubectl flashcsi (found by kubectl on PATH).
     // kubectl finds the plugin on PATH; global flags may not precede a plugin's name, so KUBECONFIG.
     const kubectlFlashcsi = (args: string[]): Promise<string> =>
@@ -237,7 +255,7 @@ spec: {persistentVolumeClaims: [tx-a, tx-b]}
     assert.equal((await k.exec('tx-a', 'cat /data/v')).trim(), 'tx2', 'nothing changes under a running pod');
     await k.kubectl(['delete', 'pod', 'tx-a', 'tx-b', '--wait=true']);
     await k.wait('vtx/tx2', 'jsonpath={.status.phase}=RolledBack', 180_000);
-    await k.apply(pod('tx-a', 'tx-a') + '---\n' + pod('tx-b', 'tx-b'));
+    await k.apply(txPods());
     await k.wait('pod/tx-a', 'condition=Ready');
     await k.wait('pod/tx-b', 'condition=Ready');
     assert.equal((await k.exec('tx-a', 'cat /data/v')).trim(), 'tx1');
@@ -246,11 +264,14 @@ spec: {persistentVolumeClaims: [tx-a, tx-b]}
 
   it('6. the node plugin killed while a pod writes and fsyncs: no I/O error in the pod; the kubelet registers it again', async () => {
     // The writer is the container's main process: an I/O error ends it, and the kubelet would restart it.
-    await k.apply(pvc('busy') + '---\n' + pod('busy', 'busy', { script: 'i=0; while true; do i=$((i+1)); echo $i > /data/n.tmp && sync /data/n.tmp && mv /data/n.tmp /data/n && sync /data || { echo "I/O error at $i" > /dev/termination-log; exit 1; }; done' }));
-    await k.wait('pod/busy', 'condition=Ready');
     const node = cluster.nodes[0];
     assert.ok(node);
-    const pluginPod = (await cluster.kubectl(['-n', RELEASE_NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node', '-o', 'jsonpath={.items[0].metadata.name}'])).trim();
+    await k.apply(pvc('busy') + '---\n' + pod('busy', 'busy', { node: node.name, script: 'i=0; while true; do i=$((i+1)); echo $i > /data/n.tmp && sync /data/n.tmp && mv /data/n.tmp /data/n && sync /data || { echo "I/O error at $i" > /dev/termination-log; exit 1; }; done' }));
+    await k.wait('pod/busy', 'condition=Ready');
+    const nodePluginPods = async (): Promise<string> =>
+      (await cluster.kubectl(['-n', RELEASE_NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node', `--field-selector=spec.nodeName=${node.name}`, '-o', 'jsonpath={.items[*].metadata.name}'])).trim();
+    const pluginPod = await nodePluginPods();
+    assert.match(pluginPod, /^\S+$/, `one node plugin pod on ${node.name}`);
     const count = async (): Promise<number> => Number((await k.exec('busy', 'cat /data/n')).trim());
     // How many times the kubelet has registered the driver (csi_plugin.go logs each registration).
     const registrations = (): number => (readFileSync(node.kubelet.logFile, 'utf8').match(/Register new plugin with name: flashcsi\.io/g) ?? []).length;
@@ -289,7 +310,8 @@ spec: {persistentVolumeClaims: [tx-a, tx-b]}
         { timeoutMs: 120_000, intervalMs: 1000 },
       );
       await cluster.kubectl(['-n', RELEASE_NAMESPACE, 'delete', 'pod', pluginPod, '--wait=true'], { timeoutMs: 120_000 });
-      await cluster.kubectl(['-n', RELEASE_NAMESPACE, 'wait', 'pod', '-l', 'app.kubernetes.io/component=node', '--for=condition=Ready', '--timeout=120s'], { timeoutMs: 135_000 });
+      const replacement = await waitFor('the DaemonSet made a new node plugin pod', async () => ((await nodePluginPods()) || undefined), { timeoutMs: 60_000, intervalMs: 500 });
+      await cluster.kubectl(['-n', RELEASE_NAMESPACE, 'wait', `pod/${replacement}`, '--for=condition=Ready', '--timeout=120s'], { timeoutMs: 135_000 });
       await waitFor(
         'kubelet registered the new plugin pod',
         async () => (registrations() > registered + 1 ? true : undefined),
@@ -422,11 +444,11 @@ spec: {volumeSnapshotName: foreign-snap}
     );
     const left = await cluster.kubectl(['get', 'all,csidriver,storageclass,volumesnapshotclass,clusterrole,clusterrolebinding,csistoragecapacity', '-A', '-o', 'name']);
     assert.doesNotMatch(left, /flashcsi/, left);
-    const node = cluster.nodes[0];
-    assert.ok(node);
     // The CRDs stay (Helm never deletes crds/), as the docs say; so do the state directory's volumes — none now.
     assert.match(await cluster.kubectl(['get', 'crd', '-o', 'name']), /volumetransactions\.flashcsi\.io/);
-    assert.equal((await node.exec('sh', ['-c', 'ls /var/lib/flashcsi/volumes 2>/dev/null | wc -l'])).trim(), '0');
-    assert.equal((await node.exec('sh', ['-c', "grep -c ' /var/lib/kubelet/' /proc/self/mountinfo || true"])).trim(), '0', 'no mount left in the kubelet directory');
+    for (const node of cluster.nodes) {
+      assert.equal((await node.exec('sh', ['-c', 'ls /var/lib/flashcsi/volumes 2>/dev/null | wc -l'])).trim(), '0', `no volume left on ${node.name}`);
+      assert.equal((await node.exec('sh', ['-c', "grep -c ' /var/lib/kubelet/' /proc/self/mountinfo || true"])).trim(), '0', `no mount left in ${node.name}'s kubelet directory`);
+    }
   });
 });

@@ -67,8 +67,12 @@ spec:
 ${o.dataSource ? `  dataSource: {kind: ${o.dataSource.kind}, name: ${o.dataSource.name}${o.dataSource.apiGroup ? `, apiGroup: ${o.dataSource.apiGroup}` : ''}}\n` : ''}`;
 }
 
-/** A busybox pod mounting `claim` at /data (or as the block device /dev/xvda), running `script` then sleeping. */
-export function pod(name: string, claim: string, o: { script?: string; block?: boolean; fsGroup?: number; runAsUser?: number; image?: string } = {}): string {
+/**
+ * A busybox pod mounting `claim` at /data (or as the block device /dev/xvda), running `script` then sleeping;
+ * `node` pins it with a nodeSelector (the scheduler still places it, so a WaitForFirstConsumer PVC is
+ * provisioned on that node).
+ */
+export function pod(name: string, claim: string, o: { script?: string; block?: boolean; fsGroup?: number; runAsUser?: number; image?: string; node?: string } = {}): string {
   const security =
     o.fsGroup !== undefined || o.runAsUser !== undefined
       ? `  securityContext: {${[o.fsGroup !== undefined ? `fsGroup: ${o.fsGroup}` : '', o.runAsUser !== undefined ? `runAsUser: ${o.runAsUser}` : ''].filter(Boolean).join(', ')}}\n`
@@ -79,7 +83,7 @@ kind: Pod
 metadata: {name: ${name}}
 spec:
   terminationGracePeriodSeconds: 1
-${security}  containers:
+${o.node ? `  nodeSelector: {kubernetes.io/hostname: ${o.node}}\n` : ''}${security}  containers:
   - name: app
     image: ${o.image ?? 'docker.io/library/busybox:1.36'}
     imagePullPolicy: IfNotPresent
