@@ -27,12 +27,13 @@ RUN npm run build
 
 # ---- runtime -------------------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime
-# The data path's tools: nbd-client (kernel NBD), libnbd-bin (nbdfuse, the fallback without the nbd
-# module), fuse3 (fusermount3), e2fsprogs and xfsprogs (mkfs, fsck, resize2fs, xfs_growfs),
+# The data path's tools: libnl-genl-3-200 (the plugin attaches kernel NBD devices through netlink
+# with it), nbd-client (to inspect or detach nbd devices by hand), libnbd-bin (nbdfuse, the fallback
+# without the nbd module), fuse3 (fusermount3), e2fsprogs and xfsprogs (mkfs, fsck, resize2fs, xfs_growfs),
 # util-linux and mount (losetup, blockdev, mount, umount), kmod (modprobe nbd).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      nbd-client libnbd-bin fuse3 e2fsprogs xfsprogs util-linux mount kmod ca-certificates tini \
+      libnl-genl-3-200 nbd-client libnbd-bin fuse3 e2fsprogs xfsprogs util-linux mount kmod ca-certificates tini \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

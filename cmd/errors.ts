@@ -11,6 +11,7 @@ import type { ErrorCode as EngineErrorCode } from '../src/engine/errors.js';
 import { FlashcsiError } from '../src/errors.js';
 import type { HostErrorCode } from '../src/host/errors.js';
 import type { KubeErrorCode } from '../src/k8s/kube.js';
+import type { NbdClientErrorCode } from '../src/nbd/client.js';
 import type { ControlErrorCode } from '../src/nbd/control.js';
 import type { ExportErrorCode } from '../src/nbd/export.js';
 import type { NbdServerErrorCode } from '../src/nbd/server.js';
@@ -28,6 +29,7 @@ type CliErrorCode =
   | ExportErrorCode
   | NbdServerErrorCode
   | ControlErrorCode
+  | NbdClientErrorCode
   | HostErrorCode
   | CsiErrorCode
   | EndpointErrorCode
@@ -45,6 +47,7 @@ const EX = {
   CANTCREAT: 73,
   IOERR: 74,
   TEMPFAIL: 75,
+  PROTOCOL: 76,
   NOPERM: 77,
 } as const;
 
@@ -83,9 +86,14 @@ export const EXIT_STATUS_BY_CODE: Readonly<Record<CliErrorCode, number>> = Objec
   UNAVAILABLE: EX.UNAVAILABLE,
   NOT_LISTENING: EX.UNAVAILABLE,
   API_ERROR: EX.UNAVAILABLE,
+  UNREACHABLE: EX.UNAVAILABLE,
+  REFUSED: EX.UNAVAILABLE,
+  // A peer broke its protocol.
+  PROTOCOL_ERROR: EX.PROTOCOL,
   // A command or system call the host ran failed.
   COMMAND_FAILED: EX.OSERR,
   LISTEN_FAILED: EX.OSERR,
+  NETLINK_FAILED: EX.OSERR,
   INTERNAL: EX.SOFTWARE,
 });
 

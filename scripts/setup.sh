@@ -3,7 +3,8 @@
 #   scripts/setup.sh plugin — what `npm run start:plugin` needs (npm packages, NBD/filesystem tools)
 #   scripts/setup.sh run    — what `npm start` needs: the above, plus the local cluster: its pinned Go
 #                             tools (tier cluster of scripts/go-tools.versions) and images (scripts/images.sh)
-#   scripts/setup.sh test   — all of the above plus the test peers (tier test)
+#   scripts/setup.sh test   — all of the above plus the test peers (tier test) and the kernel nbd
+#                             test guest (scripts/guest-build.sh)
 #   scripts/setup.sh e2e    — all of the above plus the upstream storage e2e suite (tier e2e)
 # Every step is skipped when its stamp is current, so a warm machine pays almost nothing. A cold
 # machine builds Go tools from source and the images (roughly 50 min on 2 cores; see README "Set-up").
@@ -15,10 +16,10 @@ cache=${FLASHCSI_CACHE:-$HOME/.cache/flashcsi}
 mkdir -p "$cache"
 t0=$(date +%s)
 
-# Debian packages: the data path's peers (NBD clients, nbdfuse, filesystems); the local cluster's
-# (CNI plugins, image building: buildah, debootstrap, busybox-static; runc's cgo build: libseccomp-dev;
-# pause: gcc, libc6-dev); the test peers.
-plugin_pkgs=(nbd-client libnbd-bin fuse3 e2fsprogs xfsprogs util-linux)
+# Debian packages: the data path's peers (libnl-genl-3 for the kernel nbd path's netlink, NBD
+# clients, nbdfuse, filesystems); the local cluster's (CNI plugins, image building: buildah,
+# debootstrap, busybox-static; runc's cgo build: libseccomp-dev; pause: gcc, libc6-dev); the test peers.
+plugin_pkgs=(libnl-genl-3-200 nbd-client libnbd-bin fuse3 e2fsprogs xfsprogs util-linux)
 cluster_pkgs=(containernetworking-plugins iproute2 buildah golang-github-containers-common debootstrap busybox-static
   libseccomp-dev pkg-config gcc libc6-dev openssl curl git)
 test_pkgs=(qemu-utils nbdkit fio)
@@ -53,4 +54,8 @@ scripts/go-tools.sh "${tiers[@]}"
 # The cluster's images (pause, busybox, the sidecars, flashcsi from the Dockerfile), each rebuilt
 # only when its inputs change.
 scripts/images.sh >/dev/null
+
+# The kernel nbd tests' guest (test/kernel/): Debian's kernel and an initramfs, built once into the
+# cache (23 s cold here; warm, it only asks dpkg-query and apt-cache whether anything changed).
+case "$purpose" in test|e2e) scripts/guest-build.sh ;; esac
 echo "setup: $purpose ready in $(( $(date +%s) - t0 ))s" >&2

@@ -18,9 +18,10 @@ cd "$(dirname "$0")/.."
 : "${FLASHCSI_SUPERVISED_KILLS:=20}"       # plugin kills under flashcsi supervise (CI: 5)
 : "${FLASHCSI_SOAK_VOLUMES:=50}"           # volumes served at once in the soak (CI: 50)
 : "${FLASHCSI_SOAK_SECONDS:=600}"          # soak duration (CI: 60)
+: "${FLASHCSI_KERNEL_KILLS:=50}"           # serve SIGKILLs under a real kernel's nbd client, qemu guest (CI: 0; the plugin's 2 kills run in both)
 export FLASHCSI_CRASH_KILLS FLASHCSI_NBD_CRASH_KILLS FLASHCSI_POWER_CUTS FLASHCSI_DEVICE_POWER_CUTS \
   FLASHCSI_MODEL_RUNS FLASHCSI_CORRUPTION_RUNS FLASHCSI_NBD_FUZZ_RUNS FLASHCSI_CSI_FUZZ_RUNS \
-  FLASHCSI_RESTARTS FLASHCSI_SUPERVISED_KILLS FLASHCSI_SOAK_VOLUMES FLASHCSI_SOAK_SECONDS
+  FLASHCSI_RESTARTS FLASHCSI_SUPERVISED_KILLS FLASHCSI_SOAK_VOLUMES FLASHCSI_SOAK_SECONDS FLASHCSI_KERNEL_KILLS
 
 STAGES=(
   "engine crash|FLASHCSI_CRASH_KILLS|test/engine/crash.test.js"
@@ -33,6 +34,7 @@ STAGES=(
   "CSI validation fuzz|FLASHCSI_CSI_FUZZ_RUNS|test/csi/validation-fuzz.test.js"
   "plugin restarts|FLASHCSI_RESTARTS|test/reliability/restart.test.js"
   "soak|FLASHCSI_SOAK_SECONDS|test/reliability/soak.test.js"
+  "kernel nbd reconnect|FLASHCSI_KERNEL_KILLS|test/kernel/reconnect.test.js"
 )
 if [ -n "${FLASHCSI_TORTURE_ONLY:-}" ]; then # e.g. FLASHCSI_TORTURE_ONLY="engine crash"
   selected=()

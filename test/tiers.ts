@@ -45,9 +45,12 @@ export const TIERS: readonly Tier[] = [
   },
   {
     name: 'host',
-    needs: 'root, /dev/fuse and loop devices, the Debian peers scripts/setup.sh installs (nbdfuse, nbd-client, qemu-nbd, nbdkit, fio, mkfs)',
+    needs:
+      'root, /dev/fuse and loop devices, the Debian peers scripts/setup.sh installs (nbdfuse, nbd-client, qemu-nbd, nbdkit, fio, mkfs); ' +
+      'test/kernel/ also qemu-system-x86 and the guest scripts/guest-build.sh caches (Debian kernel + initramfs, run under TCG)',
     entries: [
       'test/host/',
+      'test/kernel/',
       'test/serve/',
       'test/reliability/',
       'test/nbd/interop.test.ts',

@@ -125,6 +125,7 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
     launcher: options.launcher ?? serveLauncher(options.serveLogLevel === undefined ? {} : { logLevel: options.serveLogLevel }),
     mounter: options.mounter ?? linuxMounter,
     logger: options.logger,
+    inflight,
   });
   const volumes = new LocalVolumes({ state, access: engineVolumeAccess, logger: options.logger, node: stager });
   const groups = new GroupSnapshots({ state, access: engineVolumeAccess, volumes, logger: options.logger });
@@ -241,6 +242,7 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
       (stopping ??= (async () => {
         await registration?.stop();
         await Promise.all(servers.map((s) => s.stop()));
+        stager.close();
         await metrics?.stop();
         log.info('plugin stopped; staged volumes keep running');
       })()),

@@ -1,7 +1,8 @@
 /**
  * The one place where errors become gRPC status codes. Every domain error (EngineError from
- * src/engine/errors.ts, HostError from src/host/errors.ts, CsiError from src/volumes/errors.ts, and the
- * ControlError of a served volume's control socket, which carries engine codes) is matched by
+ * src/engine/errors.ts, HostError from src/host/errors.ts, CsiError from src/volumes/errors.ts, the
+ * ControlError of a served volume's control socket, which carries engine codes, and the
+ * NbdClientError of the kernel path's handshake with a volume's server) is matched by
  * its string `code` through STATUS_BY_CODE; messages are never parsed. The table is typed as a Record over the code unions,
  * so adding a code to any of them without mapping it here fails the type check.
  *
@@ -12,11 +13,12 @@
 import { status } from '@grpc/grpc-js';
 import type { ErrorCode as EngineErrorCode } from '../engine/errors.js';
 import type { HostErrorCode } from '../host/errors.js';
+import type { NbdClientErrorCode } from '../nbd/client.js';
 import type { ControlErrorCode } from '../nbd/control.js';
 import type { CsiErrorCode } from '../volumes/errors.js';
 
 /** Every code a CSI call can meet: the plugin's, the engine's, the host's, and a served volume's. */
-export type DomainErrorCode = EngineErrorCode | CsiErrorCode | HostErrorCode | ControlErrorCode;
+export type DomainErrorCode = EngineErrorCode | CsiErrorCode | HostErrorCode | ControlErrorCode | NbdClientErrorCode;
 
 /** Domain error code → gRPC status code. */
 export const STATUS_BY_CODE: Readonly<Record<DomainErrorCode, status>> = Object.freeze({
@@ -49,8 +51,16 @@ export const STATUS_BY_CODE: Readonly<Record<DomainErrorCode, status>> = Object.
   BUSY: status.FAILED_PRECONDITION,
   /** A device, process or mount did not come up or go away in time; the CO retries. */
   TIMEOUT: status.DEADLINE_EXCEEDED,
-  /** A host command failed: nbd-client, nbdfuse, losetup, fusermount3, mount, mkfs, `flashcsi serve`… */
+  /** A host command failed: nbdfuse, losetup, fusermount3, mount, mkfs, `flashcsi serve`… */
   COMMAND_FAILED: status.INTERNAL,
+  /** The kernel's nbd driver refused a netlink request (attach, reconnect, detach). */
+  NETLINK_FAILED: status.INTERNAL,
+  // The kernel path's handshake with the volume's own server (src/nbd/client.ts).
+  /** The volume's server did not answer on its socket: it may be restarting; the CO retries. */
+  UNREACHABLE: status.UNAVAILABLE,
+  /** The volume's server broke the protocol or refused its own export: a bug. */
+  PROTOCOL_ERROR: status.INTERNAL,
+  REFUSED: status.INTERNAL,
 });
 
 export interface GrpcStatus {

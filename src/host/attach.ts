@@ -34,10 +34,11 @@ export async function detachRecord(record: AttachmentRecord, timeoutMs = DEFAULT
 
 /**
  * What is wrong with an attachment, as human-readable problems; empty when it looks healthy
- * (nbdfuse alive and mounted, the loop device bound to its file; or the nbd device connected).
+ * (nbdfuse alive and mounted, the loop device bound to its file; or the nbd device attached to its
+ * volume's backend, connected or waiting for a reconnect).
  */
 export async function attachmentProblems(record: AttachmentRecord): Promise<string[]> {
-  return record.method === 'kernel' ? kernelAttachmentProblems(record.device) : nbdfuseAttachmentProblems(record);
+  return record.method === 'kernel' ? kernelAttachmentProblems(record.device, record.identifier) : nbdfuseAttachmentProblems(record);
 }
 
 /** How the node stager attaches volumes: `nbdAttacher` for real, something else in pure-logic tests. */

@@ -13,9 +13,9 @@ export interface AttachOptions {
   readonly exportName: string;
   /** Private directory for the nbdfuse mountpoint, pid file and log; created 0700 if missing. */
   readonly workDir: string;
-  /** Attach read-only (nbd-client -R, nbdfuse -r, losetup --read-only). */
+  /** Attach read-only (kernel: a READ_ONLY device, nbdfuse -r, losetup --read-only). */
   readonly readOnly?: boolean;
-  /** NBD connections (nbd-client -C, nbdfuse -C); default 1 for the kernel, 4 for nbdfuse. */
+  /** NBD connections (kernel: one blk-mq queue each; nbdfuse -C); default 1 for the kernel, 4 for nbdfuse. */
   readonly connections?: number;
   /** Kernel block size, 512…4096 (default 4096). */
   readonly blockSize?: number;
@@ -25,6 +25,8 @@ export interface AttachOptions {
   readonly sizeLimit?: number;
   /** nbdfuse path: where nbdfuse's stderr goes (default `<workDir>/nbdfuse.log`). */
   readonly logFile?: string;
+  /** Kernel path: the backend identifier (/sys/block/nbdN/backend), required again to reconnect. */
+  readonly identifier?: string;
 }
 
 /** Everything needed to check on or tear down an attachment from another process. JSON-safe. */
@@ -32,6 +34,10 @@ export interface AttachmentRecord {
   readonly method: AttachMethod;
   /** The block device to format and mount: /dev/nbdN or /dev/loopN. */
   readonly device: string;
+  /** Kernel path: the backend identifier the device was attached with. */
+  readonly identifier?: string;
+  /** Kernel path: how many connections the device has (each reconnect hands over that many). */
+  readonly connections?: number;
   /** nbdfuse path only. */
   readonly fuse?: {
     readonly process: ProcessRef;

@@ -11,10 +11,15 @@ export type HostErrorCode =
   | 'BUSY'
   /** A device, process or mount did not come up or go away in time. */
   | 'TIMEOUT'
-  /** A command (nbd-client, nbdfuse, losetup, mount, mkfs, `flashcsi serve`…) failed. */
+  /** A command (nbdfuse, losetup, mount, mkfs, `flashcsi serve`…) failed. */
   | 'COMMAND_FAILED'
+  /** A netlink request to the kernel's nbd driver failed (the kernel log says why). */
+  | 'NETLINK_FAILED'
   | 'INVALID_ARGUMENT'
-  /** The host cannot do this as configured (e.g. online ext4 growth without CAP_SYS_RESOURCE). */
+  /**
+   * The host cannot do this as configured (e.g. online ext4 growth without CAP_SYS_RESOURCE; the
+   * kernel nbd path without libnl-genl-3 or the nbd module).
+   */
   | 'FAILED_PRECONDITION';
 
 export class HostError extends FlashcsiError<HostErrorCode> {}

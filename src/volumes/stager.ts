@@ -19,9 +19,12 @@
  *
  * Neither stopping nor SIGKILLing the plugin stops a server or nbdfuse: both run in their own
  * sessions and write their logs to files. At start-up `adoptAll` reads every stage.json:
- * everything alive → adopted as is; only the server died → it is restarted on the same socket, but
- * the volume is reported abnormal, because nbdfuse's connections were to the dead server and
- * libnbd does not reconnect; everything gone (e.g. after a reboot) → the record is cleaned up.
+ * everything alive → adopted as is; kernel nbd device still attached → its server is restarted if
+ * it died and the device reconnected (kernel-keeper.ts, which also does this while the plugin
+ * runs): the application sees no error; nbdfuse and only the server died → it is restarted on the
+ * same socket, but the volume is reported abnormal, because nbdfuse's connections were to the dead
+ * server and libnbd does not reconnect; everything gone (e.g. after a reboot) → the record is
+ * cleaned up.
  *
  * Callers serialise per volume (the Node service takes the plugin's InFlight key).
  */
@@ -29,6 +32,7 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { inspectVolume } from '../engine/index.js';
 import { nbdAttacher, type Attacher } from '../host/attach.js';
+import type { AttachmentRecord } from '../host/attachment.js';
 import { blockDeviceSize } from '../host/block.js';
 import type { FsStats, FsType, Mounter } from '../host/mounter.js';
 import { deviceMajMin } from '../host/mounts.js';
@@ -38,6 +42,8 @@ import { readServeInfo } from '../nbd/control.js';
 import { ATTACH_EXPORT_NAME } from '../nbd/volume-export.js';
 import { componentLogger, type Logger } from '../log/logger.js';
 import { CsiError, CsiErrorCode } from './errors.js';
+import { KernelVolumeKeeper } from './kernel-keeper.js';
+import type { InFlight } from './locks.js';
 import type { Publication, StageRecord, StateDir } from './state.js';
 import { chooseCapacity, resolveFsType, type ParsedCapability } from './spec.js';
 import { engineVolumeAccess, withVolume, type VolumeAccess } from './volume-access.js';
@@ -91,11 +97,16 @@ export interface NodeStagerOptions {
   readonly mounter: Mounter;
   readonly attacher?: Attacher;
   readonly logger: Logger;
+  /** The plugin's in-flight keys: the kernel keeper restarts a volume's server only under its key. */
+  readonly inflight?: InFlight;
 }
 
 function notFound(volumeId: string, why = 'not found'): CsiError {
   return new CsiError(CsiErrorCode.NotFound, `volume ${JSON.stringify(volumeId)} ${why}`);
 }
+
+/** How long start-up adoption waits for a kernel-attached volume to be reconnected. */
+const ADOPTION_HEAL_MS = 60_000;
 
 const RESTARTED_PROBLEM =
   "the volume's data-path server (flashcsi serve) had died; the plugin restarted it, but the attached device's NBD connections were to the old server " +
@@ -108,6 +119,7 @@ export class NodeStager implements NodeVolumes, NodeHooks {
   readonly #attacher: Attacher;
   readonly #access: VolumeAccess;
   readonly #log: Logger;
+  readonly #kernel: KernelVolumeKeeper;
 
   constructor(options: NodeStagerOptions) {
     this.#state = options.state;
@@ -116,6 +128,18 @@ export class NodeStager implements NodeVolumes, NodeHooks {
     this.#mounter = options.mounter;
     this.#attacher = options.attacher ?? nbdAttacher;
     this.#log = componentLogger(options.logger, 'node-volumes');
+    const inflight = options.inflight;
+    this.#kernel = new KernelVolumeKeeper({
+      state: this.#state,
+      launcher: this.#launcher,
+      logger: options.logger,
+      ...(inflight === undefined ? {} : { lock: (volumeId: string) => inflight.acquire(volumeId) }),
+    });
+  }
+
+  /** Stops watching kernel-attached volumes (the plugin is stopping; the volumes keep running). */
+  close(): void {
+    this.#kernel.close();
   }
 
   // ---- stage / unstage
@@ -172,9 +196,17 @@ export class NodeStager implements NodeVolumes, NodeHooks {
         exportName: method === 'nbdfuse' ? ATTACH_EXPORT_NAME : '',
         workDir: this.#state.nodeDir(volumeId),
         logFile: this.#state.nbdfuseLogFile(volumeId),
+        identifier: `flashcsi:${volumeId}`,
         ...(method === 'nbdfuse' ? { sizeLimit: size } : {}),
       });
-      await save({ ...rec, attachment: { method: att.method, device: att.device, ...(att.fuse === undefined ? {} : { fuse: att.fuse }) } });
+      const attachment: AttachmentRecord = {
+        method: att.method,
+        device: att.device,
+        ...(att.fuse === undefined ? {} : { fuse: att.fuse }),
+        ...(att.identifier === undefined ? {} : { identifier: att.identifier }),
+        ...(att.connections === undefined ? {} : { connections: att.connections }),
+      };
+      await save({ ...rec, attachment });
       if (capability.kind === 'mount') {
         const mountedFs = await this.#prepareFs(att.device, fsType as FsType, size);
         await fsp.mkdir(stagingPath, { recursive: true, mode: 0o750 });
@@ -186,6 +218,7 @@ export class NodeStager implements NodeVolumes, NodeHooks {
         if (mountedFs === 'xfs' && capability.accessMode !== 'SINGLE_NODE_READER_ONLY') await this.#mounter.growFs(att.device, stagingPath, 'xfs');
       }
       await save({ ...rec, phase: 'staged' });
+      this.#kernel.watch(volumeId, attachment);
       this.#log.info({ volumeId, stagingPath, device: att.device, method: att.method, kind: capability.kind }, 'volume staged');
     } catch (err) {
       this.#log.error({ volumeId, err: (err as Error).message }, 'stage failed; undoing the steps done');
@@ -231,6 +264,7 @@ export class NodeStager implements NodeVolumes, NodeHooks {
     if (rec.kind === 'mount' && (await this.#mounter.isMountPoint(rec.stagingPath)) && (rec.mounted || (await this.#mountIsOurs(rec, rec.stagingPath)))) {
       await this.#mounter.unmount(rec.stagingPath);
     }
+    await this.#kernel.unwatch(rec.volumeId);
     if (rec.attachment !== null) await this.#attacher.detach(rec.attachment);
     if (rec.serve !== null) await this.#launcher.stop(rec.serve.process);
     await this.#state.removeStage(rec.volumeId);
@@ -348,7 +382,7 @@ export class NodeStager implements NodeVolumes, NodeHooks {
     if (!(await this.#attacher.grow(att, size))) {
       throw new CsiError(
         CsiErrorCode.FailedPrecondition,
-        `volume ${volumeId} is attached through the kernel nbd driver, which cannot resize an attached device (nbd-client 3.24): unstage and stage it again to see ${size} bytes`,
+        `volume ${volumeId} is attached through the kernel nbd driver, which does not resize an attached device: unstage and stage it again to see ${size} bytes`,
       );
     }
     if (rec.kind === 'mount' && rec.fsType !== null) await this.#mounter.growFs(att.device, rec.stagingPath, rec.fsType);
@@ -425,6 +459,22 @@ export class NodeStager implements NodeVolumes, NodeHooks {
     const serveAlive = rec.serve !== null && isProcessAlive(rec.serve.process);
     const attachProblems = rec.attachment === null ? ['not attached'] : await this.#attacher.problems(rec.attachment);
     const mountOk = rec.kind === 'block' || (await this.#mounter.isMountPoint(rec.stagingPath));
+    if (rec.attachment?.method === 'kernel' && rec.attachment.identifier !== undefined && attachProblems.length === 0 && mountOk && rec.problem === null) {
+      // The device holds the application's I/O while its connections are dead: restart the server
+      // if it died and reconnect, so nothing reaches the application (kernel-keeper.ts). A device
+      // recorded without an identifier (attached by nbd-client, before the netlink attach) cannot be
+      // reconfigured: it takes the nbdfuse path's way below.
+      this.#kernel.watch(volumeId, rec.attachment);
+      let timer: NodeJS.Timeout | undefined;
+      const healed = await Promise.race([
+        this.#kernel.heal(volumeId).then(() => true),
+        new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ADOPTION_HEAL_MS))),
+      ]).finally(() => clearTimeout(timer));
+      (serveAlive ? report.adopted : report.restarted).push(volumeId);
+      // Not healed in time: reported abnormal now; the keeper goes on trying in the background.
+      if (!healed) report.abnormal.push(volumeId);
+      return;
+    }
     if (serveAlive && attachProblems.length === 0 && mountOk) {
       report.adopted.push(volumeId);
       if (rec.problem !== null) report.abnormal.push(volumeId);

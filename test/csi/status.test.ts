@@ -5,6 +5,7 @@ import { EngineError, ErrorCode } from '../../src/engine/errors.js';
 import { CsiError, CsiErrorCode, OperationInFlightError } from '../../src/volumes/errors.js';
 import { STATUS_BY_CODE, statusName, toGrpcStatus } from '../../src/csi/status.js';
 import { HostError } from '../../src/host/errors.js';
+import { NbdClientError } from '../../src/nbd/client.js';
 import { ControlError } from '../../src/nbd/control.js';
 
 describe('toGrpcStatus', () => {
@@ -46,9 +47,21 @@ describe('toGrpcStatus', () => {
     ['COMMAND_FAILED', status.INTERNAL],
     ['INVALID_ARGUMENT', status.INVALID_ARGUMENT],
     ['FAILED_PRECONDITION', status.FAILED_PRECONDITION],
+    ['NETLINK_FAILED', status.INTERNAL],
   ] as const) {
     it(`success case - HostError ${code} → ${status[expected]}`, () => {
       assert.equal(toGrpcStatus(new HostError(code, 'm')).code, expected);
+    });
+  }
+
+  for (const [code, expected] of [
+    ['UNREACHABLE', status.UNAVAILABLE],
+    ['PROTOCOL_ERROR', status.INTERNAL],
+    ['REFUSED', status.INTERNAL],
+    ['TIMEOUT', status.DEADLINE_EXCEEDED],
+  ] as const) {
+    it(`success case - NbdClientError ${code} (the kernel path's handshake) → ${status[expected]}`, () => {
+      assert.equal(toGrpcStatus(new NbdClientError(code, 'm')).code, expected);
     });
   }
 

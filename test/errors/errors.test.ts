@@ -15,6 +15,7 @@ import { FlashcsiError } from '../../src/errors.js';
 import { CommandError, HostError } from '../../src/host/errors.js';
 import { KubeError } from '../../src/k8s/kube.js';
 import { PluginError } from '../../src/k8s/kubectl/errors.js';
+import { NbdClientError } from '../../src/nbd/client.js';
 import { ControlError, controlCall } from '../../src/nbd/control.js';
 import { ERRNO_BY_CODE, toNbdErrno } from '../../src/nbd/errno.js';
 import { ExportError } from '../../src/nbd/export.js';
@@ -29,6 +30,7 @@ describe('FlashcsiError', () => {
     [new ExportError('NOT_SUPPORTED', 'm', { cause }), 'ExportError', 'NOT_SUPPORTED'],
     [new NbdServerError('ADDRESS_IN_USE', 'm', { cause }), 'NbdServerError', 'ADDRESS_IN_USE'],
     [new ControlError('UNAVAILABLE', 'm', { cause }), 'ControlError', 'UNAVAILABLE'],
+    [new NbdClientError('REFUSED', 'm', { cause }), 'NbdClientError', 'REFUSED'],
     [new HostError('BUSY', 'm', { cause }), 'HostError', 'BUSY'],
     [new CommandError('m', 2, 'stderr', { cause }), 'CommandError', 'COMMAND_FAILED'],
     [new CsiError('NOT_FOUND', 'm', { cause }), 'CsiError', 'NOT_FOUND'],
@@ -67,6 +69,8 @@ describe('error maps read the code', () => {
     assert.equal(exitStatusOf(new EngineError('VOLUME_NOT_FOUND', 'm')), 66);
     assert.equal(exitStatusOf(new EngineError('LOCKED', 'm')), 75);
     assert.equal(exitStatusOf(new HostError('COMMAND_FAILED', 'm')), 71);
+    assert.equal(exitStatusOf(new HostError('NETLINK_FAILED', 'm')), 71);
+    assert.equal(exitStatusOf(new NbdClientError('PROTOCOL_ERROR', 'm')), 76);
     assert.equal(exitStatusOf(new Error('plain')), 1);
   });
 

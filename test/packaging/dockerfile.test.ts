@@ -115,7 +115,7 @@ describe('Dockerfile (static checks; no Docker engine here)', () => {
     const install = runtime.instructions.find((i) => i.op === 'RUN' && i.args.includes('apt-get install'));
     assert.ok(install, 'runtime installs Debian packages');
     const words = new Set(install.args.split(/\s+/));
-    for (const pkg of ['nbd-client', 'libnbd-bin', 'fuse3', 'e2fsprogs', 'xfsprogs', 'util-linux', 'mount', 'kmod', 'tini']) {
+    for (const pkg of ['libnl-genl-3-200', 'nbd-client', 'libnbd-bin', 'fuse3', 'e2fsprogs', 'xfsprogs', 'util-linux', 'mount', 'kmod', 'tini']) {
       assert.ok(words.has(pkg), `runtime installs ${pkg}`);
     }
     assert.ok(words.has('--no-install-recommends'));
