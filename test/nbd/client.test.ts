@@ -5,6 +5,7 @@
  * (the kernel reads from it next, so not one byte may have been consumed or be pending).
  */
 import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
@@ -21,7 +22,13 @@ async function fakeServer(onConnection: (s: net.Socket) => void): Promise<{ path
   const sock = path.join(dir, 'fake.sock');
   const server = net.createServer(onConnection);
   await new Promise<void>((resolve) => server.listen(sock, resolve));
-  return { path: sock, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+  return {
+    path: sock,
+    close: async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await fsp.rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 const rejectsWith = (code: NbdClientError['code']) => (err: unknown) => err instanceof NbdClientError && err.code === code;
