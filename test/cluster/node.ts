@@ -237,6 +237,12 @@ export class ClusterNode {
     // The node's own /run, /var/lib and /var/log; /var/lib/kubelet an rshared bind of the node's directory.
     const script = [
       'set -e',
+      // The new namespace starts with a copy of every host mount, and the host's are private: a copy
+      // of another test's FUSE or loop-backed mount would keep its loop device busy (and its
+      // NodeUnstageVolume waiting) for as long as this node lives. The node has no mounts of its own
+      // yet, so every such copy is foreign: detach them.
+      `awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { t = $(i + 1); s = $(i + 2); break } if (t ~ /^fuse(\\.|blk|$)/ || s ~ /^\\/dev\\/(loop|nbd)/) print $5 }' /proc/self/mountinfo | sort -r |`,
+      '  while read -r m; do umount -l "$(printf %b "$m")" || echo "could not detach the copy of $m"; done',
       'mount -t tmpfs -o mode=0755 node-run /run',
       'mount -t tmpfs -o mode=0755 node-varlib /var/lib',
       'mount -t tmpfs -o mode=0755 node-varlog /var/log',
