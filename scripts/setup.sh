@@ -6,12 +6,14 @@
 #   scripts/setup.sh test   — all of the above plus the test peers (tier test) and the kernel nbd
 #                             test guest (scripts/guest-build.sh)
 #   scripts/setup.sh e2e    — all of the above plus the upstream storage e2e suite (tier e2e)
+#   scripts/setup.sh bench  — what `npm run bench` needs: plugin's, the test peers and PostgreSQL
+#                             (pgbench); no Go tools or images
 # Every step is skipped when its stamp is current, so a warm machine pays almost nothing. A cold
 # machine builds Go tools from source and the images (roughly 50 min on 2 cores; see README "Set-up").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 purpose=${1:-test}
-case "$purpose" in plugin|run|test|e2e) ;; *) echo "setup: unknown purpose $purpose (plugin, run, test, e2e)" >&2; exit 2 ;; esac
+case "$purpose" in plugin|run|test|e2e|bench) ;; *) echo "setup: unknown purpose $purpose (plugin, run, test, e2e, bench)" >&2; exit 2 ;; esac
 cache=${FLASHCSI_CACHE:-$HOME/.cache/flashcsi}
 mkdir -p "$cache"
 t0=$(date +%s)
@@ -24,8 +26,8 @@ cluster_pkgs=(containernetworking-plugins iproute2 buildah golang-github-contain
   libseccomp-dev pkg-config gcc libc6-dev openssl curl git)
 test_pkgs=(qemu-utils nbdkit fio)
 pkgs=("${plugin_pkgs[@]}")
-[ "$purpose" != plugin ] && pkgs+=("${cluster_pkgs[@]}")
-case "$purpose" in test|e2e) pkgs+=("${test_pkgs[@]}") ;; esac
+case "$purpose" in run|test|e2e) pkgs+=("${cluster_pkgs[@]}") ;; esac
+case "$purpose" in test|e2e) pkgs+=("${test_pkgs[@]}") ;; bench) pkgs+=("${test_pkgs[@]}" postgresql) ;; esac
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -44,7 +46,7 @@ if [ ! -f node_modules/.flashcsi-lock ] || [ "$(cat node_modules/.flashcsi-lock)
   npm ci --no-audit --no-fund >/dev/null
   echo "$lock_hash" > node_modules/.flashcsi-lock
 fi
-[ "$purpose" = plugin ] && exit 0
+case "$purpose" in plugin|bench) exit 0 ;; esac
 
 # Pinned Go tools, built once into the cache: only the tiers this purpose needs.
 tiers=(--tier cluster)

@@ -1,0 +1,464 @@
+/**
+ * The application's view: what a pod sees in its mounted volume.
+ *
+ * - F: flashcsi, staged through its own NodeStageVolume (a real `flashcsi plugin` process, called
+ *   over gRPC), ext4, no checkpoint.
+ * - K: nbdkit's file plugin behind the same attach code (nbdfuse, loop with direct I/O), ext4.
+ * - L: ext4 on a loop device (direct I/O) over a raw file on the same disk: what a local PV gives.
+ *
+ * fio (libaio, O_DIRECT) runs inside each file system on one pre-written file. The page cache
+ * under F and K (the engine's and nbdkit's buffered files) is dropped before every read job
+ * (`sync`, then POSIX_FADV_DONTNEED on the backing file), and sequential writes end with an
+ * fsync, so no row is the host's page cache answering. Every job also records the CPU time the
+ * data-path processes used per I/O (utime+stime from /proc), which is how the rows are explained.
+ *
+ * pgbench (PostgreSQL from Debian, scale BENCH_PGBENCH_SCALE, 4 clients) runs on F and L, and on
+ * F while the CSI plugin cuts a snapshot (CreateSnapshot) every 5 s. Memory: the RSS of each
+ * attached volume's processes (serve + nbdfuse) and the page cache its base image holds, with one
+ * volume staged and with BENCH_VOLUMES staged at once.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readFileSync, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { attachNbdfuse } from '../src/host/nbdfuse.js';
+import type { Attachment } from '../src/host/attachment.js';
+import { MOUNT_CAP, call, startPlugin, sweep, type PluginProcess } from '../test/csi/plugin-process.js';
+import { RUNTIME, fio, fmt, load, note, ratio, sh, sleep, waitForSocket, work, type FioResult } from './common.js';
+
+const FILE = Number(process.env.BENCH_APP_FILE ?? 2 * 2 ** 30);
+const VOLUME = Number(process.env.BENCH_APP_VOLUME ?? 4 * 2 ** 30);
+const PG_RUNTIME = Number(process.env.BENCH_PGBENCH_RUNTIME ?? 30);
+const PG_SCALE = Number(process.env.BENCH_PGBENCH_SCALE ?? 20);
+const CUT_EVERY_MS = 5000;
+const VOLUMES = Number(process.env.BENCH_VOLUMES ?? 50);
+const MiB = 2 ** 20;
+
+type Label = 'F' | 'K' | 'L';
+
+/** One mounted file system under test. */
+interface AppTarget {
+  readonly label: Label;
+  /** Where the file system is mounted. */
+  readonly mount: string;
+  /** The host file whose page cache sits under the device (dropped before read jobs). */
+  readonly backing: string;
+  /** The data-path processes by role (serve or nbdkit, nbdfuse); none for L. */
+  pids(): Record<string, number>;
+  stop(): Promise<void>;
+}
+
+/** utime + stime of a process in clock ticks (fields 14 and 15 of /proc/PID/stat). */
+const procCpuTicks = (pid: number): number => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return NaN;
+  }
+};
+
+const rssBytes = (pid: number): number => {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m?.[1] === undefined ? NaN : Number(m[1]) * 1024;
+  } catch {
+    return NaN;
+  }
+};
+
+/** Bytes of `file` in the page cache. */
+const cachedBytes = (file: string): number => Number(sh('fincore', ['--bytes', '--noheadings', '--output', 'RES', file], { quiet: true }).trim());
+
+/** Makes the path from the work dir down to `dir` traversable (0711) for PostgreSQL's own user. */
+async function mkdirReachable(dir: string): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true, mode: 0o711 });
+  for (let d = dir; d.startsWith(work) && d !== work; d = path.dirname(d)) await fsp.chmod(d, 0o711);
+}
+
+// ─── Targets ─────────────────────────────────────────────────────────────────────────────────
+
+/** The CSI plugin that stages every F volume (one process, like a node's). */
+async function plugin(): Promise<PluginProcess> {
+  const dir = path.join(work, 'plugin');
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  const p = await startPlugin(dir, { metadataSocket: null, nodeId: 'bench' });
+  note(`flashcsi plugin --mode all --endpoint unix://${p.socket} --state-dir ${p.stateDir} --node-id bench`);
+  await p.waitReady();
+  return p;
+}
+
+interface StageRecordView {
+  serve: { process: { pid: number } } | null;
+  attachment: { fuse?: { process: { pid: number } } } | null;
+}
+
+/** CreateVolume + NodeStageVolume (ext4) through the plugin: an F volume as a pod gets it. */
+async function stageF(p: PluginProcess, name: string, size: number): Promise<AppTarget> {
+  const cap = MOUNT_CAP('ext4');
+  await call(p.c.controller, 'CreateVolume', { name, capacity_range: { required_bytes: String(size) }, volume_capabilities: [cap], parameters: { fsType: 'ext4' } });
+  note(`CSI CreateVolume name=${name} capacity=${size} fsType=ext4; NodeStageVolume staging_target_path=$WORK/stage/${name}`);
+  const mount = path.join(work, 'stage', name);
+  await mkdirReachable(mount);
+  await call(p.c.node, 'NodeStageVolume', { volume_id: name, staging_target_path: mount, volume_capability: cap }, 300_000);
+  await fsp.chmod(mount, 0o711);
+  const stage = JSON.parse(readFileSync(path.join(p.stateDir, 'node', name, 'stage.json'), 'utf8')) as StageRecordView;
+  const pids: Record<string, number> = {};
+  if (stage.serve !== null) pids.serve = stage.serve.process.pid;
+  if (stage.attachment?.fuse !== undefined) pids.nbdfuse = stage.attachment.fuse.process.pid;
+  return {
+    label: 'F',
+    mount,
+    backing: path.join(p.stateDir, 'volumes', name, 'base.img'),
+    pids: () => pids,
+    async stop() {
+      await call(p.c.node, 'NodeUnstageVolume', { volume_id: name, staging_target_path: mount }, 300_000);
+      await call(p.c.controller, 'DeleteVolume', { volume_id: name });
+    },
+  };
+}
+
+async function mkfsAndMount(device: string, mount: string): Promise<void> {
+  sh('mkfs.ext4', ['-q', '-F', '-E', 'nodiscard', device]); // as the stager makes it
+  await mkdirReachable(mount);
+  sh('mount', [device, mount]);
+  await fsp.chmod(mount, 0o711);
+}
+
+/** nbdkit's file plugin behind the stager's own attach code (nbdfuse, loop with direct I/O). */
+async function startK(size: number): Promise<AppTarget> {
+  const img = path.join(work, 'K.img');
+  sh('truncate', ['-s', String(size), img]);
+  const sock = path.join(work, 'K.sock');
+  const args = ['-f', '-U', sock, 'file', img];
+  note(['nbdkit', ...args].join(' '));
+  const kit = spawn('nbdkit', args, { stdio: 'ignore' });
+  await waitForSocket(sock, kit);
+  let att: Attachment | undefined;
+  try {
+    att = await attachNbdfuse({ socketPath: sock, exportName: '', workDir: path.join(work, 'K-attach') });
+    note(`attach (src/host/nbdfuse.ts attachNbdfuse): nbdfuse -P PIDFILE -C 4 $WORK/K-attach/fuse/disk nbd+unix:///?socket=${sock}; losetup --find --show --direct-io=on $WORK/K-attach/fuse/disk`);
+    const mount = path.join(work, 'mnt', 'K');
+    await mkfsAndMount(att.device, mount);
+    const a = att;
+    return {
+      label: 'K',
+      mount,
+      backing: img,
+      pids: () => ({ nbdkit: kit.pid as number, nbdfuse: a.fuse?.process.pid as number }),
+      async stop() {
+        sh('umount', [mount]);
+        await a.detach();
+        kit.kill('SIGTERM');
+        await fsp.rm(img, { force: true });
+      },
+    };
+  } catch (err) {
+    await att?.detach().catch(() => undefined);
+    kit.kill('SIGTERM');
+    throw err;
+  }
+}
+
+/** ext4 on a loop device (direct I/O) over a raw file on the same disk. */
+async function startL(name: string, size: number): Promise<AppTarget> {
+  const img = path.join(work, `${name}.img`);
+  sh('truncate', ['-s', String(size), img]);
+  const device = sh('losetup', ['--find', '--show', '--direct-io=on', img]).trim();
+  const mount = path.join(work, 'mnt', name);
+  await mkfsAndMount(device, mount);
+  return {
+    label: 'L',
+    mount,
+    backing: img,
+    pids: () => ({}),
+    async stop() {
+      sh('umount', [mount]);
+      sh('losetup', ['-d', device]);
+      await fsp.rm(img, { force: true });
+    },
+  };
+}
+
+// ─── fio in the file system ──────────────────────────────────────────────────────────────────
+
+interface AppRow {
+  readonly name: string;
+  readonly unit: 'IOPS' | 'MB/s';
+  readonly args: string[];
+  /** Drop the host page cache under the device first (read jobs). */
+  readonly cold: boolean;
+}
+
+const timedArgs = ['--time_based', `--runtime=${RUNTIME}`];
+export const APP_ROWS: AppRow[] = [
+  { name: '4k random write, qd16', unit: 'IOPS', args: ['--rw=randwrite', '--bs=4k', '--iodepth=16', ...timedArgs], cold: false },
+  { name: '4k random read, qd16', unit: 'IOPS', args: ['--rw=randread', '--bs=4k', '--iodepth=16', ...timedArgs], cold: true },
+  { name: '1M sequential write, qd8 (one pass, fsync at end)', unit: 'MB/s', args: ['--rw=write', '--bs=1M', '--iodepth=8', '--end_fsync=1'], cold: false },
+  { name: '1M sequential read, qd8 (one pass)', unit: 'MB/s', args: ['--rw=read', '--bs=1M', '--iodepth=8'], cold: true },
+  { name: '4k write + fdatasync, qd1', unit: 'IOPS', args: ['--rw=randwrite', '--bs=4k', '--iodepth=1', '--fdatasync=1', ...timedArgs], cold: false },
+];
+
+function fsFio(t: AppTarget, name: string, args: string[]): FioResult {
+  return fio([`--name=${name}`, `--filename=${path.join(t.mount, 'fio.dat')}`, `--size=${FILE}`, '--ioengine=libaio', '--direct=1', '--randrepeat=0', '--norandommap', ...args]);
+}
+
+/** Writes dirty data back and drops the backing file's pages from the host page cache. */
+function dropHostCache(t: AppTarget): void {
+  sh('sync', []);
+  sh('dd', [`if=${t.backing}`, 'iflag=nocache', 'count=0', 'status=none']);
+}
+
+export interface AppCell {
+  readonly value: number;
+  readonly p99us: number;
+  /** CPU µs per I/O of each data-path process during the job. */
+  readonly cpuPerIo: Record<string, number>;
+  readonly load: string;
+}
+
+export interface Memory {
+  readonly volumes: number;
+  /** Average RSS per volume, by process role. */
+  readonly rss: Record<string, number>;
+  /** Average bytes of each volume's backing file in the page cache. */
+  readonly cache: number;
+}
+
+export interface AppResults {
+  /** row → label → cell */
+  readonly rows: Map<string, Map<Label, AppCell>>;
+  readonly pgbench: Map<string, { tps: number; load: string }>;
+  readonly cutMs: number[];
+  readonly memory: Memory[];
+}
+
+function runRows(t: AppTarget, rows: Map<string, Map<Label, AppCell>>): void {
+  fsFio(t, 'prefill', ['--rw=write', '--bs=1M', '--iodepth=8', '--end_fsync=1']);
+  for (const row of APP_ROWS) {
+    if (row.cold) dropHostCache(t);
+    else sh('sync', []);
+    const pids = t.pids();
+    const before = Object.fromEntries(Object.entries(pids).map(([role, pid]) => [role, procCpuTicks(pid)]));
+    const started = load();
+    const r = fsFio(t, row.name.replace(/\W+/g, '-'), row.args);
+    const cpuPerIo = Object.fromEntries(Object.entries(pids).map(([role, pid]) => [role, (((procCpuTicks(pid) - (before[role] ?? NaN)) * 1e6) / 100 / r.ios)]));
+    const value = row.unit === 'IOPS' ? r.iops : r.mbps;
+    if (!rows.has(row.name)) rows.set(row.name, new Map());
+    rows.get(row.name)?.set(t.label, { value, p99us: r.p99us, cpuPerIo, load: started });
+    process.stderr.write(`app: ${t.label}: ${row.name}: ${fmt(value)} ${row.unit} (load ${started})\n`);
+  }
+}
+
+function memoryOf(targets: AppTarget[]): Memory {
+  const rss: Record<string, number> = {};
+  for (const t of targets) for (const [role, pid] of Object.entries(t.pids())) rss[role] = (rss[role] ?? 0) + rssBytes(pid) / targets.length;
+  const cache = targets.reduce((sum, t) => sum + cachedBytes(t.backing), 0) / targets.length;
+  return { volumes: targets.length, rss, cache };
+}
+
+// ─── pgbench ─────────────────────────────────────────────────────────────────────────────────
+
+/** Debian's PostgreSQL server binaries (the newest installed major version). */
+const PG_BIN = ['17', '16', '15'].map((v) => `/usr/lib/postgresql/${v}/bin`).find((bin) => existsSync(`${bin}/postgres`)) ?? '/usr/lib/postgresql/15/bin';
+
+/** A PostgreSQL cluster in `mount`, run as the postgres user; socket in a private directory. */
+async function postgres(mount: string, name: string): Promise<{ pgbench(args: string[]): Promise<number>; stop(): void }> {
+  const data = path.join(mount, 'pgdata');
+  const sock = path.join(work, `pg-${name}`);
+  for (const d of [data, sock]) {
+    await fsp.mkdir(d, { recursive: true, mode: 0o700 });
+    sh('chown', ['postgres:postgres', d]);
+  }
+  const asPg = (cmd: string, args: string[]): string[] => ['-u', 'postgres', '--', `${PG_BIN}/${cmd}`, ...args];
+  sh('runuser', asPg('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-instructions', '-E', 'UTF8', '--locale=C']));
+  sh('runuser', asPg('pg_ctl', ['-D', data, '-l', path.join(data, 'server.log'), '-w', '-o', `-k ${sock} -c listen_addresses=''`, 'start']));
+  const pgbench = async (args: string[]): Promise<number> => {
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile('runuser', asPg('pgbench', ['-h', sock, '-U', 'postgres', ...args, 'postgres']), { encoding: 'utf8', maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
+        err === null ? resolve(stdout) : reject(new Error(`pgbench failed: ${stderr}`)),
+      ),
+    );
+    const tps = /^tps = ([\d.]+)/m.exec(out)?.[1];
+    return tps === undefined ? NaN : Number(tps);
+  };
+  await pgbench(['-i', '-q', '-s', String(PG_SCALE)]);
+  sh('runuser', asPg('psql', ['-h', sock, '-U', 'postgres', '-q', '-c', 'CHECKPOINT', 'postgres']));
+  return {
+    pgbench,
+    stop: () => void sh('runuser', asPg('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop'])),
+  };
+}
+
+const runArgs = ['-c', '4', '-j', '2', '-T', String(PG_RUNTIME)];
+
+/** One pgbench run; with `cut`, calls it every CUT_EVERY_MS meanwhile. Resolves the TPS and each cut's round trip (ms). */
+async function pgbenchRun(pg: { pgbench(args: string[]): Promise<number> }, cut?: () => Promise<void>): Promise<{ tps: number; cutMs: number[] }> {
+  const cutMs: number[] = [];
+  let running = true;
+  const cutter = (async () => {
+    while (cut !== undefined && running) {
+      await sleep(CUT_EVERY_MS);
+      if (!running) break;
+      const t0 = performance.now();
+      await cut();
+      cutMs.push(performance.now() - t0);
+    }
+  })();
+  try {
+    return { tps: await pg.pgbench(runArgs), cutMs };
+  } finally {
+    running = false;
+    await cutter;
+  }
+}
+
+export async function runApp(sections: ReadonlySet<string>): Promise<AppResults> {
+  const rows = new Map<string, Map<Label, AppCell>>();
+  const pgbench = new Map<string, { tps: number; load: string }>();
+  const memory: Memory[] = [];
+  let cutMs: number[] = [];
+  const p = await plugin();
+  try {
+    if (sections.has('app')) {
+      for (const make of [() => stageF(p, 'F', VOLUME), () => startK(VOLUME), () => startL('L', VOLUME)]) {
+        const t = await make();
+        try {
+          runRows(t, rows);
+          if (t.label !== 'L') memory.push(memoryOf([t]));
+        } finally {
+          await t.stop();
+        }
+      }
+    }
+    if (sections.has('pgbench')) {
+      note(`runuser -u postgres -- ${PG_BIN}/initdb -D MOUNT/pgdata -A trust -U postgres --no-instructions -E UTF8 --locale=C`);
+      note(`runuser -u postgres -- ${PG_BIN}/pgbench -h SOCKDIR -U postgres -i -q -s ${PG_SCALE} postgres; psql CHECKPOINT`);
+      note(`runuser -u postgres -- ${PG_BIN}/pgbench -h SOCKDIR -U postgres ${runArgs.join(' ')} postgres (F: run, run with CreateSnapshot every ${CUT_EVERY_MS / 1000} s, run; L: run, run)`);
+      const f = await stageF(p, 'pgF', VOLUME);
+      try {
+        const pg = await postgres(f.mount, 'F');
+        try {
+          const l0 = load();
+          const a = await pgbenchRun(pg);
+          const l1 = load();
+          let n = 0;
+          const cut = await pgbenchRun(pg, async () => {
+            await call(p.c.controller, 'CreateSnapshot', { name: `cut${n++}`, source_volume_id: 'pgF' });
+          });
+          const l2 = load();
+          const b = await pgbenchRun(pg);
+          pgbench.set('F', { tps: (a.tps + b.tps) / 2, load: `${l0}, ${l2}` });
+          pgbench.set('F with cuts', { tps: cut.tps, load: l1 });
+          cutMs = cut.cutMs.sort((x, y) => x - y);
+          for (let i = 0; i < n; i++) await call(p.c.controller, 'DeleteSnapshot', { snapshot_id: `pgF@cut${i}` });
+        } finally {
+          pg.stop();
+        }
+      } finally {
+        await f.stop();
+      }
+      const l = await startL('pgL', VOLUME);
+      try {
+        const pg = await postgres(l.mount, 'L');
+        try {
+          const l0 = load();
+          const a = await pgbenchRun(pg);
+          const b = await pgbenchRun(pg);
+          pgbench.set('L', { tps: (a.tps + b.tps) / 2, load: l0 });
+        } finally {
+          pg.stop();
+        }
+      } finally {
+        await l.stop();
+      }
+    }
+    if (sections.has('memory')) memory.push(await manyVolumes(p));
+  } finally {
+    await p.stop();
+    await sweep(path.join(work, 'plugin')).catch(() => undefined);
+  }
+  return { rows, pgbench, cutMs, memory };
+}
+
+/** Stages VOLUMES volumes at once, writes 32 MiB into each, and averages their memory. */
+async function manyVolumes(p: PluginProcess): Promise<Memory> {
+  const targets: AppTarget[] = [];
+  try {
+    for (let i = 0; i < VOLUMES; i++) {
+      const t = await stageF(p, `m${i}`, 2 ** 30);
+      targets.push(t);
+      sh('dd', ['if=/dev/urandom', `of=${path.join(t.mount, 'data')}`, 'bs=1M', `count=${32}`, 'oflag=direct', 'conv=fsync', 'status=none'], { quiet: i > 0 });
+    }
+    return memoryOf(targets);
+  } finally {
+    for (const t of targets) await t.stop();
+  }
+}
+
+export function appReport(r: AppResults): string[] {
+  return ['## Application view', '', ...fioTables(r), ...pgbenchTable(r), ...memoryTable(r)];
+}
+
+function fioTables(r: AppResults): string[] {
+  if (r.rows.size === 0) return [];
+  const lines: string[] = [];
+  lines.push(`fio (libaio, O_DIRECT) on one ${FILE / 2 ** 30} GiB file inside ext4 on each ${VOLUME / 2 ** 30} GiB volume: F = flashcsi staged by`);
+  lines.push('NodeStageVolume (serve → nbdfuse -C 4 → loop, direct I/O), no checkpoint; K = nbdkit file behind the same attach code;');
+  lines.push(`L = loop (direct I/O) over a raw file on the same disk. Timed rows run ${RUNTIME} s; sequential rows make one pass over the file.`);
+  lines.push('Before every read job the host page cache under F and K is dropped (`sync`; `dd iflag=nocache count=0` on the backing');
+  lines.push('file); sequential writes end with an fsync. Ratios are from this one run; "load" is the 1-minute load average as each job started (F / K / L).', '');
+  lines.push('| workload | F | K | L | F/L | F/K | target | load |');
+  lines.push('|---|---:|---:|---:|---:|---:|---|---|');
+  const target = (row: string): [number, string] => (row.startsWith('4k random') ? [0.5, 'F/L ≥ 0.5'] : row.startsWith('1M') ? [0.9, 'F/L ≥ 0.9'] : [0.6, 'F/L ≥ 0.6']);
+  for (const row of APP_ROWS) {
+    const m = r.rows.get(row.name);
+    const v = (l: Label): number => m?.get(l)?.value ?? NaN;
+    const [want, text] = target(row.name);
+    const met = v('F') / v('L') >= want && v('F') / v('K') >= 1 ? 'met' : '**not met**';
+    const loads = (['F', 'K', 'L'] as const).map((l) => m?.get(l)?.load ?? '?').join(' / ');
+    lines.push(`| ${row.name} (${row.unit}) | ${fmt(v('F'))} | ${fmt(v('K'))} | ${fmt(v('L'))} | ${ratio(v('F'), v('L'))} | ${ratio(v('F'), v('K'))} | ${text}, F/K ≥ 1.0: ${met} | ${loads} |`);
+  }
+  lines.push('', 'CPU time per I/O of the data-path processes during each job (utime+stime from /proc, µs), and p99 completion latency:', '');
+  lines.push('| workload | F: serve | F: nbdfuse | K: nbdkit | K: nbdfuse | F p99 | K p99 | L p99 |', '|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const row of APP_ROWS) {
+    const m = r.rows.get(row.name);
+    const c = (l: Label, role: string): string => fmt(m?.get(l)?.cpuPerIo[role] ?? NaN);
+    const p99 = (l: Label): string => `${fmt((m?.get(l)?.p99us ?? NaN) / 1000)} ms`;
+    lines.push(`| ${row.name} | ${c('F', 'serve')} | ${c('F', 'nbdfuse')} | ${c('K', 'nbdkit')} | ${c('K', 'nbdfuse')} | ${p99('F')} | ${p99('K')} | ${p99('L')} |`);
+  }
+  lines.push('');
+  return lines;
+}
+
+function pgbenchTable(r: AppResults): string[] {
+  if (r.pgbench.size === 0) return [];
+  const tps = (k: string): number => r.pgbench.get(k)?.tps ?? NaN;
+  const lines: string[] = [];
+  lines.push(`### pgbench (scale ${PG_SCALE}, 4 clients, 2 threads, ${PG_RUNTIME} s per run, default PostgreSQL settings: fsync on)`, '');
+  lines.push('F and L: the mean of two runs; "F with cuts": one run between them while the plugin cuts a snapshot (CSI CreateSnapshot) every 5 s.', '');
+  lines.push('| configuration | TPS | ratio | target | load |', '|---|---:|---:|---|---|');
+  lines.push(`| L | ${fmt(tps('L'))} | | | ${r.pgbench.get('L')?.load ?? '?'} |`);
+  lines.push(`| F | ${fmt(tps('F'))} | F/L ${ratio(tps('F'), tps('L'))} | ≥ 0.8: ${tps('F') / tps('L') >= 0.8 ? 'met' : '**not met**'} | ${r.pgbench.get('F')?.load ?? '?'} |`);
+  lines.push(`| F with a cut every 5 s | ${fmt(tps('F with cuts'))} | ×F ${ratio(tps('F with cuts'), tps('F'))} | ≥ 0.95: ${tps('F with cuts') / tps('F') >= 0.95 ? 'met' : '**not met**'} | ${r.pgbench.get('F with cuts')?.load ?? '?'} |`);
+  if (r.cutMs.length > 0) lines.push('', `CreateSnapshot round trips during that run (ms, sorted): ${r.cutMs.map((x) => x.toFixed(1)).join(', ')}.`);
+  lines.push('');
+  return lines;
+}
+
+function memoryTable(r: AppResults): string[] {
+  if (r.memory.length === 0) return [];
+  const mib = (b: number | undefined): string => (b === undefined ? '—' : `${(b / MiB).toFixed(1)} MiB`);
+  const lines: string[] = [];
+  lines.push('### Memory per attached volume', '');
+  lines.push('RSS (VmRSS) per volume by process, and the host page cache its backing file holds (fincore), averaged over the volumes.');
+  lines.push(`One volume: right after its fio rows (${FILE / 2 ** 30} GiB written, read back cold). Many: ${VOLUMES} volumes of 1 GiB staged at once, 32 MiB written into each.`, '');
+  lines.push('| volumes staged | serve | nbdfuse | nbdkit | data path total | page cache of the backing file |', '|---|---:|---:|---:|---:|---:|');
+  for (const m of r.memory) {
+    const label = m.rss.nbdkit !== undefined ? '1 (K: nbdkit + nbdfuse)' : String(m.volumes);
+    const total = Object.values(m.rss).reduce((a, b) => a + b, 0);
+    lines.push(`| ${label} | ${mib(m.rss.serve)} | ${mib(m.rss.nbdfuse)} | ${mib(m.rss.nbdkit)} | ${mib(total)} | ${mib(m.cache)} |`);
+  }
+  lines.push('');
+  return lines;
+}
