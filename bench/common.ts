@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { pollUntil } from '../src/host/poll.js';
+import { serveEnvironment } from '../src/host/serve-process.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(ROOT, 'dist/cmd/flashcsi.js');
@@ -104,7 +105,8 @@ export async function startServe(name: string, size: number): Promise<{ uri: str
   const sock = path.join(work, `${name}.sock`);
   const args = [BIN, 'serve', dir, '--socket', sock, '--log-level', 'warn'];
   note(['flashcsi', ...args.slice(1)].join(' '));
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  // As the CSI plugin starts it (thread pool sized in its environment).
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env: serveEnvironment() });
   await new Promise<void>((resolve, reject) => {
     readline.createInterface({ input: proc.stdout as NodeJS.ReadableStream }).once('line', () => resolve());
     proc.once('exit', (code) => reject(new Error(`flashcsi serve exited ${code}`)));

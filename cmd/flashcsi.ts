@@ -12,9 +12,6 @@ import { registerServeCommand } from './serve-cli.js';
 import { registerSuperviseCommand } from './supervise-cli.js';
 import { registerVolumeCommands } from './volume-cli.js';
 
-// The data path reads and writes through libuv's thread pool; its default of 4 caps concurrency.
-process.env.UV_THREADPOOL_SIZE ??= '16';
-
 const require = createRequire(import.meta.url);
 const { version } = require('../../package.json') as { version: string };
 

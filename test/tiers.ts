@@ -36,6 +36,7 @@ export const TIERS: readonly Tier[] = [
       'test/engine/',
       'test/nbd/',
       'test/csi/',
+      'test/host/serve-process.test.ts',
       'test/k8s/transaction-plan.test.ts',
       'test/k8s/agent-start.test.ts',
       'test/metrics/metrics.test.ts',
