@@ -22,8 +22,6 @@ export function registerServeCommand(program: Command): void {
     .action(async (dir: string, o: { socket: string; listen?: string; logLevel: string }) => {
       const logger = createLogger({ level: o.logLevel as 'info', name: 'flashcsi-serve' });
       const running = await serveVolume({ dir, socket: o.socket, logger, ...(o.listen ? { listen: parseListen(o.listen) } : {}) });
-      // Readiness for whoever spawned us: one line on stdout once both sockets accept.
-      process.stdout.write(`${JSON.stringify({ ready: true, ...running.info })}\n`);
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           logger.info({ signal }, 'serve: stopping');
@@ -35,6 +33,9 @@ export function registerServeCommand(program: Command): void {
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
+        // Readiness for whoever spawned us: one line on stdout once both sockets accept, and only
+        // after the handlers above are in place, so a SIGTERM sent on reading it stops us cleanly.
+        process.stdout.write(`${JSON.stringify({ ready: true, ...running.info })}\n`);
       });
     });
 }
