@@ -41,7 +41,8 @@ async function main(): Promise<void> {
   const lines: string[] = ['# Benchmarks', ''];
   lines.push(`Latest \`npm run bench\` (sections: ${[...SECTIONS].join(', ')}), started ${started.toISOString()} at a 1-minute load`);
   lines.push(`average of ${startLoad}. Every target in this one run on this one machine; higher is better. The figures are only`);
-  lines.push('comparable on a quiet machine: each table gives the load average as its jobs started.', '');
+  lines.push('comparable on a quiet machine: each table gives the load average as its jobs started. What the figures mean and where');
+  lines.push('the time goes: [performance.md](performance.md).', '');
   lines.push('## Machine', '', ...host, '');
   if (app !== undefined) lines.push(...appReport(app));
   if (nbd !== undefined) lines.push(...nbdReport(nbd));
