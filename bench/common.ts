@@ -114,9 +114,18 @@ export async function startServe(name: string, size: number): Promise<{ uri: str
   return { uri: `nbd+unix:///?socket=${sock}`, control: `${sock}.ctl`, dir, stop: stopper(proc) };
 }
 
+let highestLoad = 0;
+
 /** The 1-minute load average, for the report: figures taken under load are not comparable. */
 export function load(): string {
-  return os.loadavg()[0]?.toFixed(2) ?? '?';
+  const now = os.loadavg()[0] ?? NaN;
+  highestLoad = Math.max(highestLoad, now);
+  return now.toFixed(2);
+}
+
+/** The highest load average any part of this run started at. */
+export function peakLoad(): number {
+  return highestLoad;
 }
 
 export function machine(): string[] {

@@ -18,9 +18,10 @@
  * average when each part started.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { appReport, runApp, type AppResults } from './app.js';
-import { ROOT, commandLines, load, machine, work } from './common.js';
+import { ROOT, commandLines, load, machine, peakLoad, work } from './common.js';
 import { nbdReport, runNbd, type NbdResults } from './nbd.js';
 
 const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? 'nbd,app,pgbench,memory').split(',').map((s) => s.trim()));
@@ -43,6 +44,10 @@ async function main(): Promise<void> {
   lines.push(`average of ${startLoad}. Every target in this one run on this one machine; higher is better. The figures are only`);
   lines.push('comparable on a quiet machine: each table gives the load average as its jobs started. What the figures mean and where');
   lines.push('the time goes: [performance.md](performance.md).', '');
+  if (peakLoad() > os.cpus().length) {
+    lines.push(`**Taken under load** (1-minute load average up to ${peakLoad().toFixed(1)} on ${os.cpus().length} CPUs): other processes shared the CPUs, so these`);
+    lines.push('figures and their ratios are not comparable with a run on a quiet machine.', '');
+  }
   lines.push('## Machine', '', ...host, '');
   if (app !== undefined) lines.push(...appReport(app));
   if (nbd !== undefined) lines.push(...nbdReport(nbd));
