@@ -20,6 +20,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { status } from '@grpc/grpc-js';
 import { attachNbdfuse } from '../src/host/nbdfuse.js';
 import type { Attachment } from '../src/host/attachment.js';
 import { MOUNT_CAP, call, startPlugin, sweep, type PluginProcess } from '../test/csi/plugin-process.js';
@@ -58,12 +59,20 @@ const procCpuTicks = (pid: number): number => {
   }
 };
 
-const rssBytes = (pid: number): number => {
+/**
+ * Resident memory of a process: RSS, and PSS (shared pages divided among the processes sharing
+ * them: Node's own code, mapped by every serve, counts once across them, not once per volume).
+ */
+const residentBytes = (pid: number): { rss: number; pss: number } => {
   try {
-    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m?.[1] === undefined ? NaN : Number(m[1]) * 1024;
+    const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const kb = (field: string): number => {
+      const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(rollup);
+      return m?.[1] === undefined ? NaN : Number(m[1]) * 1024;
+    };
+    return { rss: kb('Rss'), pss: kb('Pss') };
   } catch {
-    return NaN;
+    return { rss: NaN, pss: NaN };
   }
 };
 
@@ -93,11 +102,31 @@ interface StageRecordView {
   attachment: { fuse?: { process: { pid: number } } } | null;
 }
 
+/** Times NodeUnstageVolume is retried after DEADLINE_EXCEEDED. */
+const UNSTAGE_TRIES = 10;
+
+/**
+ * NodeUnstageVolume, retried as the kubelet retries it: on a loaded node the loop device can take
+ * longer than the plugin's 30 s wait to let go of its FUSE file (the data written behind it is
+ * flushed first), and the plugin then answers DEADLINE_EXCEEDED; a retry continues where it stopped.
+ */
+async function unstage(p: PluginProcess, name: string, mount: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await call(p.c.node, 'NodeUnstageVolume', { volume_id: name, staging_target_path: mount }, 300_000);
+      return;
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== status.DEADLINE_EXCEEDED || attempt >= UNSTAGE_TRIES) throw err;
+      process.stderr.write(`app: NodeUnstageVolume ${name}: ${(err as Error).message}; retrying (${attempt}/${UNSTAGE_TRIES - 1})\n`);
+    }
+  }
+}
+
 /** CreateVolume + NodeStageVolume (ext4) through the plugin: an F volume as a pod gets it. */
-async function stageF(p: PluginProcess, name: string, size: number): Promise<AppTarget> {
+async function stageF(p: PluginProcess, name: string, size: number, opts: { quiet?: boolean } = {}): Promise<AppTarget> {
   const cap = MOUNT_CAP('ext4');
   await call(p.c.controller, 'CreateVolume', { name, capacity_range: { required_bytes: String(size) }, volume_capabilities: [cap], parameters: { fsType: 'ext4' } });
-  note(`CSI CreateVolume name=${name} capacity=${size} fsType=ext4; NodeStageVolume staging_target_path=$WORK/stage/${name}`);
+  if (opts.quiet !== true) note(`CSI CreateVolume name=${name} capacity=${size} fsType=ext4; NodeStageVolume staging_target_path=$WORK/stage/${name}`);
   const mount = path.join(work, 'stage', name);
   await mkdirReachable(mount);
   await call(p.c.node, 'NodeStageVolume', { volume_id: name, staging_target_path: mount, volume_capability: cap }, 300_000);
@@ -112,7 +141,7 @@ async function stageF(p: PluginProcess, name: string, size: number): Promise<App
     backing: path.join(p.stateDir, 'volumes', name, 'base.img'),
     pids: () => pids,
     async stop() {
-      await call(p.c.node, 'NodeUnstageVolume', { volume_id: name, staging_target_path: mount }, 300_000);
+      await unstage(p, name, mount);
       await call(p.c.controller, 'DeleteVolume', { volume_id: name });
     },
   };
@@ -221,6 +250,8 @@ export interface Memory {
   readonly volumes: number;
   /** Average RSS per volume, by process role. */
   readonly rss: Record<string, number>;
+  /** Average PSS per volume, by process role. */
+  readonly pss: Record<string, number>;
   /** Average bytes of each volume's backing file in the page cache. */
   readonly cache: number;
 }
@@ -252,9 +283,16 @@ function runRows(t: AppTarget, rows: Map<string, Map<Label, AppCell>>): void {
 
 function memoryOf(targets: AppTarget[]): Memory {
   const rss: Record<string, number> = {};
-  for (const t of targets) for (const [role, pid] of Object.entries(t.pids())) rss[role] = (rss[role] ?? 0) + rssBytes(pid) / targets.length;
+  const pss: Record<string, number> = {};
+  for (const t of targets) {
+    for (const [role, pid] of Object.entries(t.pids())) {
+      const r = residentBytes(pid);
+      rss[role] = (rss[role] ?? 0) + r.rss / targets.length;
+      pss[role] = (pss[role] ?? 0) + r.pss / targets.length;
+    }
+  }
   const cache = targets.reduce((sum, t) => sum + cachedBytes(t.backing), 0) / targets.length;
-  return { volumes: targets.length, rss, cache };
+  return { volumes: targets.length, rss, pss, cache };
 }
 
 // ─── pgbench ─────────────────────────────────────────────────────────────────────────────────
@@ -385,8 +423,9 @@ export async function runApp(sections: ReadonlySet<string>): Promise<AppResults>
 async function manyVolumes(p: PluginProcess): Promise<Memory> {
   const targets: AppTarget[] = [];
   try {
+    note(`CSI CreateVolume name=mN capacity=${2 ** 30} fsType=ext4; NodeStageVolume staging_target_path=$WORK/stage/mN (N = 0…${VOLUMES - 1}, all staged at once)`);
     for (let i = 0; i < VOLUMES; i++) {
-      const t = await stageF(p, `m${i}`, 2 ** 30);
+      const t = await stageF(p, `m${i}`, 2 ** 30, { quiet: true });
       targets.push(t);
       sh('dd', ['if=/dev/urandom', `of=${path.join(t.mount, 'data')}`, 'bs=1M', `count=${32}`, 'oflag=direct', 'conv=fsync', 'status=none'], { quiet: i > 0 });
     }
@@ -451,13 +490,16 @@ function memoryTable(r: AppResults): string[] {
   const mib = (b: number | undefined): string => (b === undefined ? '—' : `${(b / MiB).toFixed(1)} MiB`);
   const lines: string[] = [];
   lines.push('### Memory per attached volume', '');
-  lines.push('RSS (VmRSS) per volume by process, and the host page cache its backing file holds (fincore), averaged over the volumes.');
+  lines.push('Resident memory per volume by process, as RSS / PSS (smaps_rollup; PSS divides shared pages, such as Node\'s own code that');
+  lines.push('every serve maps, among the processes sharing them), and the host page cache its backing file holds (fincore), averaged');
+  lines.push('over the volumes. The data path total is the sum of PSS: what each further volume costs the node.');
   lines.push(`One volume: right after its fio rows (${FILE / 2 ** 30} GiB written, read back cold). Many: ${VOLUMES} volumes of 1 GiB staged at once, 32 MiB written into each.`, '');
-  lines.push('| volumes staged | serve | nbdfuse | nbdkit | data path total | page cache of the backing file |', '|---|---:|---:|---:|---:|---:|');
+  lines.push('| volumes staged | serve RSS / PSS | nbdfuse RSS / PSS | nbdkit RSS / PSS | data path total (PSS) | page cache of the backing file |', '|---|---:|---:|---:|---:|---:|');
+  const both = (m: Memory, role: string): string => (m.rss[role] === undefined ? '—' : `${mib(m.rss[role])} / ${mib(m.pss[role])}`);
   for (const m of r.memory) {
     const label = m.rss.nbdkit !== undefined ? '1 (K: nbdkit + nbdfuse)' : String(m.volumes);
-    const total = Object.values(m.rss).reduce((a, b) => a + b, 0);
-    lines.push(`| ${label} | ${mib(m.rss.serve)} | ${mib(m.rss.nbdfuse)} | ${mib(m.rss.nbdkit)} | ${mib(total)} | ${mib(m.cache)} |`);
+    const total = Object.values(m.pss).reduce((a, b) => a + b, 0);
+    lines.push(`| ${label} | ${both(m, 'serve')} | ${both(m, 'nbdfuse')} | ${both(m, 'nbdkit')} | ${mib(total)} | ${mib(m.cache)} |`);
   }
   lines.push('');
   return lines;
