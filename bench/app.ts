@@ -21,7 +21,7 @@ import { execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { attachNbdfuse } from '../src/host/nbdfuse.js';
+import { NBDFUSE_CONNECTIONS, attachNbdfuse } from '../src/host/nbdfuse.js';
 import type { Attachment } from '../src/host/attachment.js';
 import { MOUNT_CAP, call, startPlugin, sweep, type PluginProcess } from '../test/csi/plugin-process.js';
 import { RUNTIME, fio, fmt, load, note, ratio, sh, sleep, waitForSocket, work, type FioResult } from './common.js';
@@ -166,7 +166,7 @@ async function startK(size: number): Promise<AppTarget> {
   let att: Attachment | undefined;
   try {
     att = await attachNbdfuse({ socketPath: sock, exportName: '', workDir: path.join(work, 'K-attach') });
-    note(`attach (src/host/nbdfuse.ts attachNbdfuse): nbdfuse -P PIDFILE -C 4 $WORK/K-attach/fuse/disk nbd+unix:///?socket=${sock}; losetup --find --show --direct-io=on $WORK/K-attach/fuse/disk`);
+    note(`attach (src/host/nbdfuse.ts attachNbdfuse): nbdfuse -P PIDFILE -C ${NBDFUSE_CONNECTIONS} $WORK/K-attach/fuse/disk nbd+unix:///?socket=${sock}; losetup --find --show --direct-io=on $WORK/K-attach/fuse/disk`);
     const mount = path.join(work, 'mnt', 'K');
     await mkfsAndMount(att.device, mount);
     const a = att;
@@ -443,7 +443,7 @@ function fioTables(r: AppResults): string[] {
   if (r.rows.size === 0) return [];
   const lines: string[] = [];
   lines.push(`fio (libaio, O_DIRECT) on one ${FILE / 2 ** 30} GiB file inside ext4 on each ${VOLUME / 2 ** 30} GiB volume: F = flashcsi staged by`);
-  lines.push('NodeStageVolume (serve → nbdfuse -C 4 → loop, direct I/O), no checkpoint; K = nbdkit file behind the same attach code;');
+  lines.push(`NodeStageVolume (serve → nbdfuse -C ${NBDFUSE_CONNECTIONS} → loop, direct I/O), no checkpoint; K = nbdkit file behind the same attach code;`);
   lines.push(`L = loop (direct I/O) over a raw file on the same disk. Timed rows run ${RUNTIME} s; sequential rows make one pass over the file.`);
   lines.push('Before every read job the host page cache under F and K is dropped (`sync`; `dd iflag=nocache count=0` on the backing');
   lines.push('file); sequential writes end with an fsync. Ratios are from this one run; "load" is the 1-minute load average as each job started (F / K / L).', '');

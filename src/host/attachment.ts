@@ -15,7 +15,7 @@ export interface AttachOptions {
   readonly workDir: string;
   /** Attach read-only (kernel: a READ_ONLY device, nbdfuse -r, losetup --read-only). */
   readonly readOnly?: boolean;
-  /** NBD connections (kernel: one blk-mq queue each; nbdfuse -C); default 1 for the kernel, 4 for nbdfuse. */
+  /** NBD connections (kernel: one blk-mq queue each; nbdfuse -C); default 1. */
   readonly connections?: number;
   /** Kernel block size, 512…4096 (default 4096). */
   readonly blockSize?: number;

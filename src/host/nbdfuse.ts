@@ -26,6 +26,14 @@ import { assertNotMounted, isMountPoint } from './mounts.js';
 import { pollUntil } from './poll.js';
 import { isProcessAlive, processRef, waitForProcessExit } from './process.js';
 
+/**
+ * nbdfuse's NBD connections by default. One: its FUSE threads still keep many requests in flight
+ * on it, and in alternating runs inside ext4 both serve and nbdfuse spent less CPU per I/O than
+ * with 4 connections (of which libnbd 1.14 uses only 3), for the same or more IOPS
+ * (docs/performance.md).
+ */
+export const NBDFUSE_CONNECTIONS = 1;
+
 /** An NBD URI for a Unix socket and export name (nbd+unix:///NAME?socket=PATH). */
 export function nbdUnixUri(socketPath: string, exportName: string): string {
   return `nbd+unix:///${encodeURIComponent(exportName)}?socket=${encodeURIComponent(socketPath)}`;
@@ -44,7 +52,7 @@ export async function attachNbdfuse(opts: AttachOptions): Promise<Attachment> {
   await fsp.mkdir(mountpoint, { recursive: true, mode: 0o700 });
   await fsp.rm(pidFile, { force: true });
   const file = path.join(mountpoint, 'disk');
-  const args = ['-P', pidFile, '-C', String(opts.connections ?? 4)];
+  const args = ['-P', pidFile, '-C', String(opts.connections ?? NBDFUSE_CONNECTIONS)];
   if (opts.readOnly === true) args.push('-r');
   args.push(file, nbdUnixUri(opts.socketPath, opts.exportName));
 
