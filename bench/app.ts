@@ -23,6 +23,7 @@ import * as path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { NBDFUSE_CONNECTIONS, attachNbdfuse } from '../src/host/nbdfuse.js';
 import type { Attachment } from '../src/host/attachment.js';
+import { HostError } from '../src/host/errors.js';
 import { MOUNT_CAP, call, startPlugin, sweep, type PluginProcess } from '../test/csi/plugin-process.js';
 import { RUNTIME, fio, fmt, load, note, ratio, sh, sleep, waitForSocket, work, type FioResult } from './common.js';
 
@@ -102,24 +103,33 @@ interface StageRecordView {
   attachment: { fuse?: { process: { pid: number } } } | null;
 }
 
-/** Times NodeUnstageVolume is retried after DEADLINE_EXCEEDED. */
-const UNSTAGE_TRIES = 10;
+/** Times a teardown step that timed out is tried again. */
+const TEARDOWN_TRIES = 10;
 
 /**
- * NodeUnstageVolume, retried as the kubelet retries it: on a loaded node the loop device can take
- * longer than the plugin's 30 s wait to let go of its FUSE file (the data written behind it is
- * flushed first), and the plugin then answers DEADLINE_EXCEEDED; a retry continues where it stopped.
+ * Runs a teardown step again while it times out (`timedOut(err)`), as the kubelet retries
+ * NodeUnstageVolume: on a loaded node the loop device can take longer than the attach code's 30 s
+ * wait to let go of its FUSE file, and a retry continues where the step stopped.
  */
-async function unstage(p: PluginProcess, name: string, mount: string): Promise<void> {
+async function retryTimeouts(what: string, step: () => Promise<unknown>, timedOut: (err: unknown) => boolean): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await call(p.c.node, 'NodeUnstageVolume', { volume_id: name, staging_target_path: mount }, 300_000);
+      await step();
       return;
     } catch (err) {
-      if ((err as { code?: unknown }).code !== status.DEADLINE_EXCEEDED || attempt >= UNSTAGE_TRIES) throw err;
-      process.stderr.write(`app: NodeUnstageVolume ${name}: ${(err as Error).message}; retrying (${attempt}/${UNSTAGE_TRIES - 1})\n`);
+      if (!timedOut(err) || attempt >= TEARDOWN_TRIES) throw err;
+      process.stderr.write(`app: ${what}: ${(err as Error).message}; retrying (${attempt}/${TEARDOWN_TRIES - 1})\n`);
     }
   }
+}
+
+/** NodeUnstageVolume, retried on DEADLINE_EXCEEDED (the plugin's answer when a wait timed out). */
+function unstage(p: PluginProcess, name: string, mount: string): Promise<void> {
+  return retryTimeouts(
+    `NodeUnstageVolume ${name}`,
+    () => call(p.c.node, 'NodeUnstageVolume', { volume_id: name, staging_target_path: mount }, 300_000),
+    (err) => (err as { code?: unknown }).code === status.DEADLINE_EXCEEDED,
+  );
 }
 
 /** CreateVolume + NodeStageVolume (ext4) through the plugin: an F volume as a pod gets it. */
@@ -177,7 +187,7 @@ async function startK(size: number): Promise<AppTarget> {
       pids: () => ({ nbdkit: kit.pid as number, nbdfuse: a.fuse?.process.pid as number }),
       async stop() {
         sh('umount', [mount]);
-        await a.detach();
+        await retryTimeouts('detach K', () => a.detach(), (err) => err instanceof HostError && err.code === 'TIMEOUT');
         kit.kill('SIGTERM');
         await fsp.rm(img, { force: true });
       },

@@ -33,11 +33,23 @@ async function main(): Promise<void> {
   const host = machine();
   let nbd: NbdResults | undefined;
   let app: AppResults | undefined;
+  // A part that fails is reported as such; the parts that ran are still written.
+  const failures: string[] = [];
+  const attempt = async <T>(part: string, run: () => Promise<T>): Promise<T | undefined> => {
+    try {
+      return await run();
+    } catch (err) {
+      process.stderr.write(`bench: ${part} failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+      failures.push(`${part}: ${err instanceof Error ? err.message : String(err)}`);
+      return undefined;
+    }
+  };
+  if (SECTIONS.has('nbd')) nbd = await attempt('nbd', runNbd);
+  if (SECTIONS.has('app') || SECTIONS.has('pgbench') || SECTIONS.has('memory')) app = await attempt('app', () => runApp(SECTIONS));
   try {
-    if (SECTIONS.has('nbd')) nbd = await runNbd();
-    if (SECTIONS.has('app') || SECTIONS.has('pgbench') || SECTIONS.has('memory')) app = await runApp(SECTIONS);
-  } finally {
     fs.rmSync(work, { recursive: true, force: true });
+  } catch (err) {
+    failures.push(`clean-up of ${work}: ${err instanceof Error ? err.message : String(err)}`);
   }
   const lines: string[] = ['# Benchmarks', ''];
   lines.push(`Latest \`npm run bench\` (sections: ${[...SECTIONS].join(', ')}), started ${started.toISOString()} at a 1-minute load`);
@@ -48,12 +60,14 @@ async function main(): Promise<void> {
     lines.push(`**Taken under load** (1-minute load average up to ${peakLoad().toFixed(1)} on ${os.cpus().length} CPUs): other processes shared the CPUs, so these`);
     lines.push('figures and their ratios are not comparable with a run on a quiet machine.', '');
   }
+  if (failures.length > 0) lines.push('**Incomplete**: these parts failed, and their figures are missing:', '', ...failures.map((f) => `- ${f}`), '');
   lines.push('## Machine', '', ...host, '');
   if (app !== undefined) lines.push(...appReport(app));
   if (nbd !== undefined) lines.push(...nbdReport(nbd));
   lines.push('## Command lines', '', '```', ...commandLines(), '```', '');
   fs.writeFileSync(OUT, lines.join('\n'));
   process.stderr.write(`wrote ${OUT}\n`);
+  if (failures.length > 0) process.exitCode = 1;
 }
 
 await main();
