@@ -272,6 +272,8 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
     assert.deepEqual(withSidecars.containers.map((c) => c.name).slice(0, 5), ['flashcsi', 'node-driver-registrar', 'liveness-probe', 'csi-provisioner', 'csi-snapshotter']);
     assert.ok(container(withSidecars, 'node-driver-registrar').args?.includes('--kubelet-registration-path=/var/lib/kubelet/plugins/flashcsi.io/csi.sock'));
     assert.ok(!(container(withSidecars, 'flashcsi').args ?? []).some((a) => a.startsWith('--registration-dir')));
+    // node.maxVolumesPerNode reaches the plugin (0, the default, passes no flag: no limit).
+    assert.ok(container(withSidecars, 'flashcsi').args?.includes('--max-volumes-per-node=24'));
     const withSidecarsPaths = Object.fromEntries(withSidecars.volumes.filter((v) => v.hostPath).map((v) => [v.name, v.hostPath]));
     assert.deepEqual(withSidecarsPaths['registration-dir'], { path: '/var/lib/kubelet/plugins_registry', type: 'Directory' });
     // No leader election in node-deployment mode (the sidecars refuse it).

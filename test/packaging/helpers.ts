@@ -64,6 +64,7 @@ export const ALL_FEATURES: readonly string[] = [
   'node.resources.requests.cpu=100m',
   'node.resources.limits.memory=1Gi',
   'coordinator.resources.requests.memory=64Mi',
+  'node.maxVolumesPerNode=24',
   'node.updateStrategy.type=RollingUpdate',
   'node.updateStrategy.rollingUpdate.maxUnavailable=1',
   'node.nodeSelector.kubernetes\\.io/os=linux',
