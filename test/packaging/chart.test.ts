@@ -258,7 +258,7 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
       assert.deepEqual(c.securityContext?.['capabilities'], { drop: ['ALL'] }, `${c.name}: no capabilities`);
     }
     const provisioner = container(spec, 'csi-provisioner').args ?? [];
-    for (const a of ['--node-deployment', '--node-deployment-immediate-binding=false', '--strict-topology', '--immediate-topology=false', '--enable-capacity', '--capacity-ownerref-level=1']) {
+    for (const a of ['--node-deployment', '--node-deployment-immediate-binding=true', '--strict-topology', '--immediate-topology=false', '--enable-capacity', '--capacity-ownerref-level=1']) {
       assert.ok(provisioner.includes(a), `csi-provisioner ${a}`);
     }
     assert.deepEqual(
