@@ -36,7 +36,7 @@ import {
   parseSnapshotId,
 } from './validation.js';
 import { CAPACITY_POLICY, type NodeHooks, type SnapshotProvider, type VolumeProvisioner } from '../volumes/local-volumes.js';
-import { chooseCapacity } from '../volumes/spec.js';
+import { chooseCapacity, minimumVolumeBytes } from '../volumes/spec.js';
 
 export interface ControllerServiceOptions {
   readonly volumes: VolumeProvisioner;
@@ -85,6 +85,7 @@ export function createControllerService(options: ControllerServiceOptions): Asyn
           parameters: args.parameters,
           rawParameters: { ...req.parameters },
           contentSource: args.contentSource,
+          minimum: minimumVolumeBytes(args.capabilities, args.parameters),
         }),
       );
       return { volume: volumeMessage(created, nodeId) };

@@ -79,6 +79,8 @@ export interface CreateVolumeInput {
   /** The StorageClass parameters as given. */
   readonly rawParameters: Readonly<Record<string, string>>;
   readonly contentSource: ContentSource | undefined;
+  /** The smallest size its file system can be made in (minimumVolumeBytes), if any. */
+  readonly minimum?: { readonly bytes: bigint; readonly reason: string };
 }
 
 export interface ExpandResult {
@@ -240,7 +242,7 @@ export class LocalVolumes implements VolumeProvisioner, SnapshotProvider, BlockM
         `grainSize ${input.parameters.grainSize} differs from the source's grain size ${source.grainSize}; a copy keeps its source's grain size`,
       );
     }
-    const size = this.#chooseSize(input.capacity, source?.size);
+    const size = this.#chooseSize(input.capacity, source?.size, input.minimum);
     const grainSize = source?.grainSize ?? input.parameters.grainSize ?? DEFAULT_GRAIN_SIZE;
     try {
       if (source === undefined) {
@@ -317,8 +319,10 @@ export class LocalVolumes implements VolumeProvisioner, SnapshotProvider, BlockM
   }
 
   /** The size to create: the capacity range, at least the source's size (OUT_OF_RANGE if the range forbids). */
-  #chooseSize(range: ParsedCapacityRange | undefined, sourceSize: number | undefined): number {
-    if (sourceSize === undefined) return Number(chooseCapacity(range, CAPACITY_POLICY));
+  #chooseSize(range: ParsedCapacityRange | undefined, sourceSize: number | undefined, minimum: CreateVolumeInput['minimum']): number {
+    if (sourceSize === undefined) {
+      return Number(chooseCapacity(range, { ...CAPACITY_POLICY, ...(minimum ? { minBytes: minimum.bytes, minReason: minimum.reason } : {}) }));
+    }
     const src = BigInt(sourceSize);
     if (range !== undefined && range.requiredBytes > 0n && range.requiredBytes < src) {
       throw new CsiError(CsiErrorCode.OutOfRange, `required_bytes ${range.requiredBytes} is smaller than the source (${src} bytes)`);

@@ -40,6 +40,10 @@ export interface ParsedCapacityRange {
 export interface CapacityPolicy {
   /** Size when the range gives no required_bytes. */
   readonly defaultBytes: bigint;
+  /** Smallest size to create (a smaller required_bytes is raised to it, within limit_bytes). */
+  readonly minBytes?: bigint;
+  /** Why minBytes, for the OUT_OF_RANGE message when limit_bytes forbids it. */
+  readonly minReason?: string;
   /** Sizes are rounded up to a multiple of this (e.g. the grain or 1 MiB). */
   readonly alignBytes: bigint;
   /** Largest size the plugin can create. */
@@ -65,6 +69,11 @@ export function chooseCapacity(range: ParsedCapacityRange | undefined, policy: C
     if (limit > 0n && size > limit) size = (limit / align) * align;
   }
   if (size <= 0n) throw new CsiError(CsiErrorCode.OutOfRange, `no size that is a multiple of ${align} bytes fits limit_bytes ${limit}`);
+  const min = roundUp(policy.minBytes ?? 0n);
+  if (size < min) {
+    if (limit > 0n && min > limit) throw new CsiError(CsiErrorCode.OutOfRange, `limit_bytes ${limit} is below ${min} bytes, the smallest volume ${policy.minReason ?? 'allowed'}`);
+    size = min;
+  }
   if (limit > 0n && size > limit) {
     throw new CsiError(CsiErrorCode.OutOfRange, `required_bytes ${required} rounded up to ${size} (a multiple of ${align}) exceeds limit_bytes ${limit}`);
   }
@@ -84,6 +93,22 @@ export interface VolumeParameters {
 export function resolveFsType(cap: ParsedCapability, params: VolumeParameters): FsType | undefined {
   if (cap.kind === 'block') return undefined;
   return cap.fsType !== '' ? cap.fsType : (params.fsType ?? DEFAULT_FS_TYPE);
+}
+
+/**
+ * The smallest file system each type can be made in: mkfs.xfs (xfsprogs 5.19 and later) refuses
+ * data devices under 300 MiB; mkfs.ext4 makes one (without a journal) in 1 MiB, the size granularity.
+ */
+export const MIN_FS_BYTES: Readonly<Record<FsType, bigint>> = Object.freeze({ ext4: 1024n * 1024n, xfs: 300n * 1024n * 1024n });
+
+/** The smallest volume that serves every capability of a CreateVolume: the largest file-system minimum. */
+export function minimumVolumeBytes(capabilities: readonly ParsedCapability[], params: VolumeParameters): { bytes: bigint; reason: string } {
+  let out = { bytes: 0n, reason: '' };
+  for (const cap of capabilities) {
+    const fs = resolveFsType(cap, params);
+    if (fs !== undefined && MIN_FS_BYTES[fs] > out.bytes) out = { bytes: MIN_FS_BYTES[fs], reason: `an ${fs} file system can be made in` };
+  }
+  return out;
 }
 
 export type ContentSource =

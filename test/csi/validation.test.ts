@@ -24,7 +24,7 @@ import {
   validateVolumePath,
 } from '../../src/csi/validation.js';
 import { formatSnapshotId } from '../../src/volumes/ids.js';
-import { chooseCapacity } from '../../src/volumes/spec.js';
+import { chooseCapacity, MIN_FS_BYTES, minimumVolumeBytes } from '../../src/volumes/spec.js';
 
 const mount = (mode: string, fs_type = ''): VolumeCapability__Output =>
   ({ mount: { fs_type, mount_flags: [], volume_mount_group: '' }, access_mode: { mode }, access_type: 'mount' }) as VolumeCapability__Output;
@@ -139,6 +139,22 @@ describe('capacity', () => {
       else assertCsiError(() => chooseCapacity(parsed, policy), expected);
     });
   }
+
+  const xfsMin = { ...policy, minBytes: 300n << 20n, minReason: 'an xfs file system can be made in' };
+  it('a minimum raises a smaller required_bytes, within limit_bytes; a limit below it is OUT_OF_RANGE', () => {
+    assert.equal(chooseCapacity(parseCapacityRange({ required_bytes: '1', limit_bytes: '0' }), xfsMin), 300n << 20n);
+    assert.equal(chooseCapacity(parseCapacityRange({ required_bytes: String(400n << 20n), limit_bytes: '0' }), xfsMin), 400n << 20n);
+    assertCsiError(() => chooseCapacity(parseCapacityRange({ required_bytes: '1', limit_bytes: String(100n << 20n) }), xfsMin), 'OUT_OF_RANGE');
+  });
+
+  it('minimumVolumeBytes: the largest file-system minimum of the mount capabilities; none for block', () => {
+    const params = parseVolumeParameters({});
+    const caps = (list: VolumeCapability__Output[]) => validateCreateVolumeRequest(createReq({ volume_capabilities: list })).capabilities;
+    assert.equal(minimumVolumeBytes(caps([mount('SINGLE_NODE_WRITER', 'xfs')]), params).bytes, MIN_FS_BYTES.xfs);
+    assert.equal(minimumVolumeBytes(caps([mount('SINGLE_NODE_WRITER')]), params).bytes, MIN_FS_BYTES.ext4);
+    assert.equal(minimumVolumeBytes(caps([mount('SINGLE_NODE_WRITER')]), parseVolumeParameters({ fsType: 'xfs' })).bytes, MIN_FS_BYTES.xfs);
+    assert.equal(minimumVolumeBytes(caps([block('SINGLE_NODE_WRITER')]), params).bytes, 0n);
+  });
 
   const int64s: Array<[string | number, bigint | null]> = [
     ['0', 0n], ['', 0n], ['-9223372036854775808', -(2n ** 63n)], ['9223372036854775807', 2n ** 63n - 1n],
