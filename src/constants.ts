@@ -41,6 +41,15 @@ export const Label = {
 } as const;
 export type Label = (typeof Label)[keyof typeof Label];
 
+/** Labels of other projects that flashcsi sets. */
+export const ForeignLabel = {
+  /**
+   * external-snapshotter's distributed snapshotting: the node whose csi-snapshotter (--node-deployment)
+   * handles a VolumeSnapshotContent or VolumeGroupSnapshotContent; a sidecar sees only its node's.
+   */
+  SnapshotManagedBy: 'snapshot.storage.kubernetes.io/managed-by',
+} as const;
+
 /** Annotations flashcsi puts on objects it does not own. */
 export const Annotation = {
   /** On a PVC in a VolumeTransaction: that transaction's name (one transaction per PVC at a time). */

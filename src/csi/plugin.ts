@@ -41,6 +41,7 @@ import { StateDir } from '../volumes/state.js';
 import type { AsyncService } from './unary.js';
 import { engineVolumeAccess, type VolumeAccess } from '../volumes/volume-access.js';
 import { LocalVolumes } from '../volumes/local-volumes.js';
+import { isValidVolumeId } from '../volumes/ids.js';
 
 export interface PluginOptions {
   readonly mode: PluginMode;
@@ -73,6 +74,8 @@ export interface NodeAccess {
   readonly inflight: InFlight;
   volumeDir(volumeId: string): string;
   isStaged(volumeId: string): Promise<boolean>;
+  /** Whether the volume is in this node's state directory (deleted ones that keep snapshots too). */
+  holdsVolume(volumeId: string): Promise<boolean>;
 }
 
 export interface RunningPlugin {
@@ -235,6 +238,7 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
       inflight,
       volumeDir: (volumeId) => state.volumeDir(volumeId),
       isStaged: async (volumeId) => (await stager.stagedAt(volumeId)) !== undefined,
+      holdsVolume: async (volumeId) => isValidVolumeId(volumeId) && (await state.readVolume(volumeId)) !== undefined,
     },
     ready,
     metrics,

@@ -10,6 +10,8 @@
  *   connection), and if it is gone — the agent restarted, or it timed out — while the coordinator
  *   still expects it, the participant reports Failed rather than freezing again later (a second
  *   freeze would not overlap the other volumes' and the checkpoints would not share an instant).
+ * - It also labels the snapshot contents of this node's volumes for this node's csi-snapshotter
+ *   (snapshot-contents.ts).
  * - Rolling back (abort, VolumeRollback) holds the volume's in-flight key, which NodeStageVolume
  *   also takes: while it runs, staging the volume answers ABORTED and kubelet retries. It starts
  *   only once the volume is not staged on this node: a mounted file system never changes under a pod.
@@ -31,6 +33,7 @@ import {
 } from './api.js';
 import { watch, type Watched } from './informers.js';
 import { KubeError, type Kube } from './kube.js';
+import { ContentLabeller } from './snapshot-contents.js';
 import { WorkQueue } from './work-queue.js';
 
 export interface AgentOptions {
@@ -43,6 +46,8 @@ export interface AgentOptions {
   volumeDir(volumeId: string): string;
   /** Whether the volume is staged on this node (in use by pods). */
   isStaged(volumeId: string): Promise<boolean>;
+  /** Whether this node holds the volume at all (snapshot-contents.ts labels its snapshot contents). */
+  holdsVolume(volumeId: string): Promise<boolean>;
   /** How long a freeze may be held waiting for the coordinator's Begin. */
   readonly freezeTimeoutMs?: number;
   /** How often to look again at something that waits (detach, deferred snapshots). */
@@ -65,6 +70,7 @@ export class NodeAgent {
   private participants: Watched<Participant> | null = null;
   private rollbacks: Watched<Rollback> | null = null;
   private queue: WorkQueue | null = null;
+  private contents: ContentLabeller | null = null;
   private readonly freezes = new Map<string, FreezeSession>();
   private readonly freezeTimeoutMs: number;
   private readonly recheckMs: number;
@@ -105,6 +111,8 @@ export class NodeAgent {
       log,
     );
     for (const r of this.rollbacks.list()) if (r.status?.node === nodeId) q.add(`r/${r.metadata.namespace ?? ''}/${r.metadata.name}`);
+    this.contents = new ContentLabeller({ kube, log, nodeId, holdsVolume: (v) => this.opts.holdsVolume(v) });
+    await this.contents.start();
     log.info({ nodeId }, 'agent: running');
   }
 
@@ -112,6 +120,7 @@ export class NodeAgent {
     this.queue?.stop();
     await this.participants?.stop();
     await this.rollbacks?.stop();
+    await this.contents?.stop();
     for (const name of [...this.freezes.keys()]) await this.release(name);
   }
 

@@ -29,6 +29,13 @@ export const VolumeSnapshotContentResource: Resource = {
   plural: 'volumesnapshotcontents',
   kind: 'VolumeSnapshotContent',
 };
+/** Served as v1 by external-snapshotter v8.6 and later (the version its sidecar watches). */
+export const VolumeGroupSnapshotContentResource: Resource = {
+  group: 'groupsnapshot.storage.k8s.io',
+  version: 'v1',
+  plural: 'volumegroupsnapshotcontents',
+  kind: 'VolumeGroupSnapshotContent',
+};
 
 export interface ObjectMeta {
   name: string;

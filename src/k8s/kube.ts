@@ -104,6 +104,13 @@ export class Kube {
       .catch(wrap(`patch ${r.kind} ${namespace}/${name}`)) as Promise<T>;
   }
 
+  /** JSON merge patch of a cluster-scoped object; with metadata.resourceVersion in `patch` it is conditional. */
+  patchCluster<T extends KubeObject>(r: Resource, name: string, patch: object): Promise<T> {
+    return this.custom
+      .patchClusterCustomObject({ group: r.group, version: r.version, plural: r.plural, name, body: patch }, mergePatch)
+      .catch(wrap(`patch ${r.kind} ${name}`)) as Promise<T>;
+  }
+
   /** Replaces the status subresource; conditional on obj.metadata.resourceVersion. */
   replaceStatus<T extends KubeObject>(r: Resource, obj: T): Promise<T> {
     const ns = obj.metadata.namespace ?? '';

@@ -199,6 +199,35 @@ export class Api {
     return (await this.c.custom.getClusterCustomObject({ group: 'snapshot.storage.k8s.io', version: 'v1', plural: 'volumesnapshotcontents', name })) as VolumeSnapshotContent;
   }
 
+  /** A pre-provisioned VolumeSnapshotContent (Retain) of `snapshotHandle`, for a VolumeSnapshot ns/snapshot to bind to. */
+  createImportedContent(name: string, snapshotHandle: string, ns: string, snapshot: string): Promise<unknown> {
+    return this.c.custom.createClusterCustomObject({
+      group: 'snapshot.storage.k8s.io',
+      version: 'v1',
+      plural: 'volumesnapshotcontents',
+      body: {
+        apiVersion: 'snapshot.storage.k8s.io/v1',
+        kind: 'VolumeSnapshotContent',
+        metadata: { name },
+        spec: { deletionPolicy: 'Retain', driver: 'flashcsi.io', source: { snapshotHandle }, volumeSnapshotRef: { name: snapshot, namespace: ns } },
+      },
+    });
+  }
+
+  /** A VolumeSnapshot bound to an existing VolumeSnapshotContent. */
+  createSnapshotOfContent(ns: string, name: string, content: string): Promise<unknown> {
+    return this.create('snapshot.storage.k8s.io', 'v1', 'volumesnapshots', ns, {
+      apiVersion: 'snapshot.storage.k8s.io/v1',
+      kind: 'VolumeSnapshot',
+      metadata: { name },
+      spec: { source: { volumeSnapshotContentName: content } },
+    });
+  }
+
+  async deleteContent(name: string): Promise<void> {
+    await this.c.custom.deleteClusterCustomObject({ group: 'snapshot.storage.k8s.io', version: 'v1', plural: 'volumesnapshotcontents', name });
+  }
+
   waitSnapshot(ns: string, name: string, check: (s: VolumeSnapshot) => boolean, what: string, timeoutMs = 90_000): Promise<VolumeSnapshot> {
     return this.watch<VolumeSnapshot, VolumeSnapshot>(`VolumeSnapshot ${ns}/${name} ${what}`, 'snapshot.storage.k8s.io', 'v1', 'volumesnapshots', ns, { name }, (items) =>
       items[0] && check(items[0]) ? items[0] : undefined,

@@ -123,6 +123,22 @@ describe('flashcsi end to end on a real control plane, with the real sidecars an
     assert.deepEqual(await readFiles(a), { 'after.txt': 'written after the snapshot\n', 'before.txt': 'overwritten after the snapshot\n' });
   });
 
+  it('imports a pre-provisioned snapshot (a VolumeSnapshotContent with snapshotHandle): node-a\'s agent labels it for node-a\'s csi-snapshotter, and a VolumeSnapshot bound to it becomes readyToUse', async () => {
+    // Found by the storage e2e suite ("Pre-provisioned Snapshot"): the snapshot-controller labels only
+    // the contents it creates, so an imported one was never handled by any node's sidecar.
+    const handle = (await api.getContent((await api.getSnapshot(NS, 'snap1')).status?.boundVolumeSnapshotContentName ?? '')).status?.snapshotHandle ?? '';
+    const content = 'imported-snap1';
+    // Retain: deleting the import must not delete the checkpoint snap1 still uses.
+    await api.createImportedContent(content, handle, NS, 'imported');
+    await api.createSnapshotOfContent(NS, 'imported', content);
+    await api.waitSnapshot(NS, 'imported', (s) => s.status?.readyToUse === true, 'readyToUse').catch((e: unknown) => assert.fail(`${String(e)}${logs()}`));
+    const c = await api.getContent(content);
+    assert.equal(c.metadata?.labels?.['snapshot.storage.kubernetes.io/managed-by'], 'node-a');
+    assert.equal(c.status?.snapshotHandle, handle);
+    await api.delete('snapshot.storage.k8s.io', 'v1', 'volumesnapshots', NS, 'imported');
+    await api.deleteContent(content);
+  });
+
   // ------------------------------------------------------------------------------------------ 3
 
   it('rolls a PVC back in place with a VolumeRollback: waits in WaitingForDetach while attached, then Completed; same PV, PVC and volume handle', async () => {
