@@ -3,9 +3,10 @@
 #   scripts/setup.sh plugin — what `npm run start:plugin` needs (npm packages, NBD/filesystem tools)
 #   scripts/setup.sh run    — what `npm start` needs: the above, plus the local cluster: its pinned Go
 #                             tools (tier cluster of scripts/go-tools.versions) and images (scripts/images.sh)
-#   scripts/setup.sh test   — all of the above plus the test peers (tier test) and the kernel nbd
-#                             test guest (scripts/guest-build.sh)
-#   scripts/setup.sh e2e    — all of the above plus the upstream storage e2e suite (tier e2e)
+#   scripts/setup.sh test   — all of the above plus the test peers (tier test), the kernel nbd
+#                             test guest (scripts/guest-build.sh) and the upstream storage e2e suite
+#                             (tier e2e, and its images: `npm test` runs a subset of it)
+#   scripts/setup.sh e2e    — the same as test (`npm run e2e:storage` runs the whole suite)
 #   scripts/setup.sh bench  — what `npm run bench` needs: plugin's, the test peers and PostgreSQL
 #                             (pgbench); no Go tools or images
 # Every step is skipped when its stamp is current, so a warm machine pays almost nothing. A cold
@@ -50,12 +51,14 @@ case "$purpose" in plugin|bench) exit 0 ;; esac
 
 # Pinned Go tools, built once into the cache: only the tiers this purpose needs.
 tiers=(--tier cluster)
-case "$purpose" in test) tiers+=(--tier test) ;; e2e) tiers+=(--tier test --tier e2e) ;; esac
+case "$purpose" in test|e2e) tiers+=(--tier test --tier e2e) ;; esac
 scripts/go-tools.sh "${tiers[@]}"
 
-# The cluster's images (pause, busybox, the sidecars, flashcsi from the Dockerfile), each rebuilt
-# only when its inputs change.
-scripts/images.sh >/dev/null
+# The cluster's images (pause, busybox, the sidecars, flashcsi from the Dockerfile), and for the tests
+# the storage e2e suite's (agnhost, nginx, glibc-dns-testing), each rebuilt only when its inputs change.
+images=()
+case "$purpose" in test|e2e) images=(pause busybox sidecars flashcsi e2e) ;; esac
+scripts/images.sh "${images[@]}" >/dev/null
 
 # The kernel nbd tests' guest (test/kernel/): Debian's kernel and an initramfs, built once into the
 # cache (23 s cold here; warm, it only asks dpkg-query and apt-cache whether anything changed).
