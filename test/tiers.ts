@@ -39,6 +39,7 @@ export const TIERS: readonly Tier[] = [
       'test/host/serve-process.test.ts',
       'test/k8s/transaction-plan.test.ts',
       'test/k8s/agent-start.test.ts',
+      'test/k8s/snapshot-contents.test.ts',
       'test/metrics/metrics.test.ts',
       'test/packaging/kubectl-plugin-unit.test.ts',
       'test/packaging/dockerfile.test.ts',
@@ -64,16 +65,24 @@ export const TIERS: readonly Tier[] = [
   },
   {
     name: 'tools',
-    needs: 'the pinned Go tools scripts/go-tools.sh builds (csi-sanity, grpcurl, helm), no cluster',
-    entries: ['test/csi-sanity/', 'test/csi/grpcurl.test.ts', 'test/csi/readme.test.ts', 'test/packaging/chart.test.ts'],
+    needs: 'the pinned Go tools scripts/go-tools.sh builds (csi-sanity, grpcurl, helm, e2e.test), no cluster',
+    entries: [
+      'test/csi-sanity/',
+      'test/csi/grpcurl.test.ts',
+      'test/csi/readme.test.ts',
+      'test/packaging/chart.test.ts',
+      'test/e2e-storage/driver.test.ts',
+      'test/e2e-storage/skips.test.ts',
+    ],
   },
   {
     name: 'cluster',
     needs:
       'a real control plane from the pinned Go tools (etcd, kube-apiserver, kube-controller-manager, kubectl, the CSI sidecars); ' +
-      'test/cluster/ also a kubelet, containerd, runc and the images scripts/images.sh builds',
+      'test/cluster/ and test/e2e-storage/ also a kubelet, containerd, runc and the images scripts/images.sh builds (the latter also e2e.test and ginkgo)',
     entries: [
       'test/cluster/',
+      'test/e2e-storage/',
       'test/k8s/control-plane.test.ts',
       'test/k8s-e2e/',
       'test/metrics/coordinator.test.ts',
