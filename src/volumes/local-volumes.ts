@@ -318,19 +318,25 @@ export class LocalVolumes implements VolumeProvisioner, SnapshotProvider, BlockM
     return { volumeId: src.volumeId, size: summary.size, grainSize: summary.grainSize };
   }
 
-  /** The size to create: the capacity range, at least the source's size (OUT_OF_RANGE if the range forbids). */
+  /**
+   * The size to create: the capacity range, at least the file system's minimum (raised within limit_bytes)
+   * and at least the source's size (OUT_OF_RANGE if the range forbids). The minimum counts before the
+   * comparison with the source: a claim of 1 MiB of an xfs class got 300 MiB, and a copy of it asked
+   * at the same 1 MiB is a copy at the source's size, not a shrink.
+   */
   #chooseSize(range: ParsedCapacityRange | undefined, sourceSize: number | undefined, minimum: CreateVolumeInput['minimum']): number {
-    if (sourceSize === undefined) {
-      return Number(chooseCapacity(range, { ...CAPACITY_POLICY, ...(minimum ? { minBytes: minimum.bytes, minReason: minimum.reason } : {}) }));
-    }
+    const policy = { ...CAPACITY_POLICY, ...(minimum ? { minBytes: minimum.bytes, minReason: minimum.reason } : {}) };
+    if (sourceSize === undefined) return Number(chooseCapacity(range, policy));
     const src = BigInt(sourceSize);
-    if (range !== undefined && range.requiredBytes > 0n && range.requiredBytes < src) {
+    const floor = minimum?.bytes ?? 0n;
+    const required = range === undefined || range.requiredBytes === 0n ? 0n : range.requiredBytes > floor ? range.requiredBytes : floor;
+    if (range !== undefined && required > 0n && required < src) {
       throw new CsiError(CsiErrorCode.OutOfRange, `required_bytes ${range.requiredBytes} is smaller than the source (${src} bytes)`);
     }
     if (range !== undefined && range.limitBytes > 0n && range.limitBytes < src) {
       throw new CsiError(CsiErrorCode.OutOfRange, `limit_bytes ${range.limitBytes} is smaller than the source (${src} bytes)`);
     }
-    const chosen = range === undefined ? src : chooseCapacity(range, { ...CAPACITY_POLICY, defaultBytes: src });
+    const chosen = range === undefined ? src : chooseCapacity(range, { ...policy, defaultBytes: src });
     return Number(chosen > src ? chosen : src);
   }
 
