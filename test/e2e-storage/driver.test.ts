@@ -2,7 +2,8 @@
  * The storage e2e suite's test-driver files say what flashcsi is. The suite ignores unknown keys and
  * the two files (ext4, xfs) must not drift apart, so this checks: every capability key is one the
  * pinned suite knows (storage/framework/testdriver.go), every one it knows is stated; the xfs file is
- * the ext4 file but for the file system, its StorageClass and its comments; the StorageClass and
+ * the ext4 file but for the file system, its StorageClass, its Min (the smallest volume of that file
+ * system, MIN_FS_BYTES) and its comments; the StorageClass and
  * VolumeSnapshotClass they name are the chart's (the xfs one as `--set storageClass.fsType=xfs`
  * renders it).
  */
@@ -11,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import yaml from 'js-yaml';
+import { MIN_FS_BYTES } from '../../src/volumes/spec.js';
 import { repoRoot } from '../k8s/harness.js';
 import { CHART, find, helm, parseManifests, show } from '../packaging/helpers.js';
 import { driverFile, kubernetesModuleFile } from './suite.js';
@@ -47,10 +49,12 @@ describe('storage e2e test-driver files', () => {
     for (const [k, v] of Object.entries(ext4.DriverInfo.Capabilities)) assert.equal(typeof v, 'boolean', k);
   });
 
-  it('the xfs file is the ext4 file but for the file system and its StorageClass', () => {
+  it('the xfs file is the ext4 file but for the file system, its StorageClass and its Min: the smallest volume of that file system', () => {
     assert.deepEqual(Object.keys(ext4.DriverInfo.SupportedFsType).sort(), ['', 'ext4']);
     assert.deepEqual(Object.keys(xfs.DriverInfo.SupportedFsType).sort(), ['', 'xfs']);
-    const rest = (d: DriverDefinition): unknown => ({ ...d, StorageClass: undefined, DriverInfo: { ...d.DriverInfo, SupportedFsType: undefined } });
+    assert.equal(ext4.DriverInfo.SupportedSizeRange.Min, `${MIN_FS_BYTES.ext4 >> 20n}Mi`);
+    assert.equal(xfs.DriverInfo.SupportedSizeRange.Min, `${MIN_FS_BYTES.xfs >> 20n}Mi`);
+    const rest = (d: DriverDefinition): unknown => ({ ...d, StorageClass: undefined, DriverInfo: { ...d.DriverInfo, SupportedFsType: undefined, SupportedSizeRange: undefined } });
     assert.deepEqual(rest(xfs), rest(ext4));
     assert.equal(ext4.DriverInfo.Name, 'flashcsi.io');
     assert.deepEqual(ext4.DriverInfo.TopologyKeys, ['topology.flashcsi.io/node']);
