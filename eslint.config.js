@@ -6,7 +6,7 @@ import tseslint from 'typescript-eslint';
 const GRPC = ['@grpc/grpc-js', '@grpc/proto-loader'];
 const KUBE = ['@kubernetes/client-node'];
 /** The src/ layers, bottom first: each may import the ones before it, never one after it. */
-const ORDER = ['engine', 'nbd', 'host', 'volumes', 'csi', 'k8s'];
+const ORDER = ['engine', 'fuse', 'nbd', 'host', 'volumes', 'csi', 'k8s'];
 const above = (name) => ORDER.slice(ORDER.indexOf(name) + 1);
 
 /** A layer may not import the src/ folders in `forbidden`, nor the npm packages in `packages`. */
@@ -44,6 +44,8 @@ export default tseslint.config(
   },
   // The engine publishes events (src/engine/events.ts) and knows nothing about metrics.
   layer('engine', [...above('engine'), 'metrics'], [...GRPC, ...KUBE]),
+  // The FUSE export of a volume, served from the data-path process (flashcsi serve).
+  layer('fuse', above('fuse'), [...GRPC, ...KUBE]),
   layer('nbd', above('nbd'), [...GRPC, ...KUBE]),
   // The node's side of attaching: block devices, mounts, processes; may use engine and nbd.
   layer('host', above('host'), [...GRPC, ...KUBE]),

@@ -15,3 +15,5 @@ export type { FileIO, IoFile, OpenMode } from './file-io.js';
 export { nodeFileIO } from './file-io.js';
 export { ENGINE_CHANNEL, subscribe as subscribeEngineEvents } from './events.js';
 export type { EngineEvent } from './events.js';
+export { FastPath } from './fast-path.js';
+export type { FastPathHandle } from './fast-path.js';

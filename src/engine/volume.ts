@@ -37,6 +37,7 @@ import {
 } from './chain.js';
 import { flush, readInto, write, writeZeroes, type WriteOptions, type ZeroOptions } from './cow.js';
 import { EngineError, ErrorCode, fromSystemError } from './errors.js';
+import type { FastPathHandle } from './fast-path.js';
 import type { Extent } from './extents.js';
 import { nodeFileIO, type FileIO } from './file-io.js';
 import { CheckpointFlag, MAX_GRAIN_SHIFT, MIN_GRAIN_SHIFT, type VolumeMeta } from './format.js';
@@ -198,6 +199,14 @@ export class Volume {
       for (const f of opened.reverse()) await f.close().catch(() => undefined);
       throw err instanceof EngineError ? err : fromSystemError(err, `open volume ${dir}`);
     }
+  }
+
+  /**
+   * What worker threads need to serve the live volume's fast path (fast-path.ts). Skeleton: the
+   * fast path is off, so every request goes to this Volume.
+   */
+  fastPath(): FastPathHandle {
+    return { shared: new SharedArrayBuffer(0), baseFd: -1, baseSyncFd: -1 };
   }
 
   /** Flushes, marks the volume clean and releases it. Waits for in-flight I/O. */
