@@ -1,11 +1,11 @@
 /**
- * The fallback path: nbdfuse exposes the export as one file on a private FUSE mount (`-P pidfile`
- * signals readiness), and `losetup --find --show --direct-io=on [--sizelimit=N]` turns it into
- * /dev/loopN. Direct I/O avoids double page caching. With `sizeLimit` the caller attaches a larger
- * export (the volume's hidden `.attach` export, 1 PiB) and the loop device shows exactly
- * `sizeLimit` bytes; `setLoopSizeLimit` (loop.ts) raises that limit later, which is how an attached
- * volume grows online. Teardown order: umount (the caller's job) → `losetup -d` → wait for the loop
- * device to let go → `fusermount3 -u`, which makes nbdfuse exit cleanly (it must never be killed).
+ * The nbdfuse path: nbdfuse exposes the export as one file on a private FUSE mount (`-P pidfile`
+ * signals readiness), and a loop device with direct I/O turns it into /dev/loopN (fuse-loop.ts).
+ * With `sizeLimit` the caller attaches a larger export (the volume's hidden `.attach` export, 1 PiB)
+ * and the loop device shows exactly `sizeLimit` bytes; `setLoopSizeLimit` (loop.ts) raises that
+ * limit later, which is how an attached volume grows online. Teardown order: umount (the caller's
+ * job) → `losetup -d` → wait for the loop device to let go → `fusermount3 -u`, which makes nbdfuse
+ * exit cleanly (it must never be killed).
  *
  * nbdfuse outlives whoever attached it: it is spawned detached (own session), with stderr going to
  * a log file (never a pipe: a pipe whose reader died would kill it with SIGPIPE). Everything needed
@@ -17,11 +17,10 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { ensurePrivateDir } from '../nbd/server.js';
 import { DEFAULT_ATTACH_TIMEOUT_MS, type AttachOptions, type Attachment, type AttachmentRecord } from './attachment.js';
 import { HostError } from './errors.js';
 import { run } from './exec.js';
-import { loopBackingFile } from './loop.js';
+import { FUSE_FILE_NAME, bindLoop, fuseLoopProblems, prepareFuseMountpoint, releaseLoop } from './fuse-loop.js';
 import { assertNotMounted, isMountPoint } from './mounts.js';
 import { pollUntil } from './poll.js';
 import { isProcessAlive, processRef, waitForProcessExit } from './process.js';
@@ -42,16 +41,11 @@ export function nbdUnixUri(socketPath: string, exportName: string): string {
 /** Attaches through nbdfuse (a FUSE file) and a loop device with direct I/O. */
 export async function attachNbdfuse(opts: AttachOptions): Promise<Attachment> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_ATTACH_TIMEOUT_MS;
-  if (opts.sizeLimit !== undefined && (!Number.isSafeInteger(opts.sizeLimit) || opts.sizeLimit <= 0 || opts.sizeLimit % 512 !== 0)) {
-    throw new HostError('INVALID_ARGUMENT', `size limit must be a positive multiple of 512, got ${opts.sizeLimit}`);
-  }
-  await ensurePrivateDir(opts.workDir);
-  const mountpoint = path.join(opts.workDir, 'fuse');
+  const mountpoint = await prepareFuseMountpoint(opts);
   const pidFile = path.join(opts.workDir, 'nbdfuse.pid');
   const logFile = opts.logFile ?? path.join(opts.workDir, 'nbdfuse.log');
-  await fsp.mkdir(mountpoint, { recursive: true, mode: 0o700 });
   await fsp.rm(pidFile, { force: true });
-  const file = path.join(mountpoint, 'disk');
+  const file = path.join(mountpoint, FUSE_FILE_NAME);
   const args = ['-P', pidFile, '-C', String(opts.connections ?? NBDFUSE_CONNECTIONS)];
   if (opts.readOnly === true) args.push('-r');
   args.push(file, nbdUnixUri(opts.socketPath, opts.exportName));
@@ -88,12 +82,7 @@ export async function attachNbdfuse(opts: AttachOptions): Promise<Attachment> {
 
   let device: string;
   try {
-    const losetupArgs = ['--find', '--show', '--direct-io=on'];
-    if (opts.sizeLimit !== undefined) losetupArgs.push(`--sizelimit=${opts.sizeLimit}`);
-    if (opts.readOnly === true) losetupArgs.push('--read-only');
-    losetupArgs.push(file);
-    device = (await run('losetup', losetupArgs, timeoutMs)).stdout.trim();
-    if (!/^\/dev\/loop\d+$/.test(device)) throw new HostError('COMMAND_FAILED', `losetup printed ${JSON.stringify(device)}`);
+    device = await bindLoop(file, opts, timeoutMs);
   } catch (err) {
     await run('fusermount3', ['-u', mountpoint], timeoutMs).catch(() => undefined);
     await waitForProcessExit(fuse.process, timeoutMs, 'nbdfuse to exit').catch(() => undefined);
@@ -101,10 +90,6 @@ export async function attachNbdfuse(opts: AttachOptions): Promise<Attachment> {
   }
   const record: AttachmentRecord = { method: 'nbdfuse', device, fuse };
   return { ...record, detach: () => detachNbdfuse(record, timeoutMs) };
-}
-
-function isOurBacking(backing: string | undefined, file: string): boolean {
-  return backing !== undefined && (backing === file || backing.startsWith(`${file} `));
 }
 
 /**
@@ -117,14 +102,7 @@ export async function detachNbdfuse(record: AttachmentRecord, timeoutMs = DEFAUL
   await assertNotMounted(record.device);
   const fuse = record.fuse;
   if (fuse === undefined) throw new HostError('INVALID_ARGUMENT', `nbdfuse attachment of ${record.device} has no FUSE details`);
-  if (isOurBacking(await loopBackingFile(record.device), fuse.file)) {
-    await run('losetup', ['-d', record.device], timeoutMs).catch(async (err: unknown) => {
-      // Lost a race with the kernel's autoclear, or already detached: fine if it is gone now.
-      if (isOurBacking(await loopBackingFile(record.device), fuse.file)) throw err;
-    });
-    // The loop device releases the FUSE file asynchronously; fusermount3 -u fails (EBUSY) until then.
-    await pollUntil(async () => !isOurBacking(await loopBackingFile(record.device), fuse.file), timeoutMs, `${record.device} to release ${fuse.file}`);
-  }
+  await releaseLoop(record.device, fuse.file, timeoutMs);
   if (await isMountPoint(fuse.mountpoint)) {
     await run('fusermount3', ['-u', fuse.mountpoint], timeoutMs).catch(async (err: unknown) => {
       // nbdfuse already died: the mount is a dead endpoint; a lazy unmount clears it.
@@ -137,11 +115,7 @@ export async function detachNbdfuse(record: AttachmentRecord, timeoutMs = DEFAUL
 
 /** What is wrong with an nbdfuse attachment; empty when nbdfuse runs, is mounted, and the loop device is bound to its file. */
 export async function nbdfuseAttachmentProblems(record: AttachmentRecord): Promise<string[]> {
-  if (record.fuse === undefined) return [`nbdfuse attachment of ${record.device} has no FUSE details`];
-  const fuse = record.fuse;
-  const problems: string[] = [];
-  if (!isProcessAlive(fuse.process)) problems.push(`nbdfuse (pid ${fuse.process.pid}) is not running`);
-  if (!(await isMountPoint(fuse.mountpoint))) problems.push(`the FUSE mount ${fuse.mountpoint} is gone`);
-  if (!isOurBacking(await loopBackingFile(record.device), fuse.file)) problems.push(`${record.device} is no longer bound to ${fuse.file}`);
+  const problems = await fuseLoopProblems(record);
+  if (record.fuse !== undefined && !isProcessAlive(record.fuse.process)) problems.unshift(`nbdfuse (pid ${record.fuse.process.pid}) is not running`);
   return problems;
 }
