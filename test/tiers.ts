@@ -52,6 +52,7 @@ export const TIERS: readonly Tier[] = [
       'test/kernel/ also qemu-system-x86 and the guest scripts/guest-build.sh caches (Debian kernel + initramfs, run under TCG)',
     entries: [
       'test/host/',
+      'test/fuse/',
       'test/kernel/',
       'test/serve/',
       'test/reliability/',
