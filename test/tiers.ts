@@ -37,6 +37,7 @@ export const TIERS: readonly Tier[] = [
       'test/nbd/',
       'test/csi/',
       'test/host/serve-process.test.ts',
+      'test/fuse/wire.test.ts',
       'test/k8s/transaction-plan.test.ts',
       'test/k8s/agent-start.test.ts',
       'test/k8s/snapshot-contents.test.ts',

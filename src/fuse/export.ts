@@ -138,7 +138,11 @@ export async function mountFuseExport(opts: FuseExportOptions): Promise<FuseExpo
       w.once('exit', () => reject(new FuseError('WORKER_FAILED', `a FUSE worker for ${file} exited while starting`, { cause: failed })));
     })));
   } catch (err) {
-    unmountFuse(mountpoint, true);
+    try {
+      unmountFuse(mountpoint, true);
+    } catch (unmountErr) {
+      log('FUSE lazy unmount failed', { mountpoint, error: (unmountErr as Error).message });
+    }
     unmounted = true;
     for (const w of workers) void w.terminate();
     await closed;

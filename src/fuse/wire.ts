@@ -117,10 +117,10 @@ export const InHeader = { size: 40, len: 0, opcode: 4, unique: 8, nodeid: 16, ui
 export const OutHeader = { size: 16, len: 0, error: 4, unique: 8 } as const;
 
 /**
- * struct fuse_init_in (64 bytes since 7.36; 16 before: read only the first 16).
+ * struct fuse_init_in (64 bytes since 7.36; 16 before: `size` is the part flashcsi reads).
  *   0 major u32 · 4 minor u32 · 8 max_readahead u32 · 12 flags u32 · 16 flags2 u32 · 20 unused[11]
  */
-export const InitIn = { major: 0, minor: 4, maxReadahead: 8, flags: 12 } as const;
+export const InitIn = { size: 16, major: 0, minor: 4, maxReadahead: 8, flags: 12 } as const;
 
 /**
  * struct fuse_init_out (64 bytes since 7.23).

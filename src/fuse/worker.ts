@@ -46,6 +46,31 @@ const MAX_BACKGROUND = 64;
 const CONGESTION_THRESHOLD = 48;
 const WANTED_FLAGS = InitFlag.AsyncRead | InitFlag.BigWrites | InitFlag.AsyncDio | InitFlag.MaxPages;
 
+/**
+ * INIT: answers the kernel's fuse_init_in (`initIn`, its first 16 bytes) in `initOut` (a 64-byte
+ * fuse_init_out) and returns the reply's errno. The connection runs at the lower of the two minor
+ * versions, with only the flags the kernel offers; a kernel with a newer major gets ours and sends
+ * INIT again; one older than 7.MIN_MINOR is refused (EPROTO).
+ */
+export function answerInit(initIn: Buffer, initOut: Buffer): number {
+  const major = initIn.readUInt32LE(InitIn.major);
+  const minor = initIn.readUInt32LE(InitIn.minor);
+  initOut.fill(0, 0, InitOut.size);
+  initOut.writeUInt32LE(KERNEL_VERSION, InitOut.major);
+  initOut.writeUInt32LE(KERNEL_MINOR_VERSION, InitOut.minor);
+  if (major > KERNEL_VERSION) return 0;
+  if (major < KERNEL_VERSION || minor < MIN_MINOR) return Errno.EPROTO;
+  initOut.writeUInt32LE(Math.min(minor, KERNEL_MINOR_VERSION), InitOut.minor);
+  initOut.writeUInt32LE(initIn.readUInt32LE(InitIn.maxReadahead), InitOut.maxReadahead);
+  initOut.writeUInt32LE(initIn.readUInt32LE(InitIn.flags) & WANTED_FLAGS, InitOut.flags);
+  initOut.writeUInt16LE(MAX_BACKGROUND, InitOut.maxBackground);
+  initOut.writeUInt16LE(CONGESTION_THRESHOLD, InitOut.congestionThreshold);
+  initOut.writeUInt32LE(MAX_IO, InitOut.maxWrite);
+  initOut.writeUInt32LE(1, InitOut.timeGran);
+  initOut.writeUInt16LE(MAX_IO / 4096, InitOut.maxPages);
+  return 0;
+}
+
 class Server {
   private readonly req = Buffer.alloc(Math.max(MAX_IO + 4096, MIN_READ_BUFFER));
   private readonly out = Buffer.alloc(OutHeader.size + MAX_IO);
@@ -171,30 +196,14 @@ class Server {
     }
   }
 
-  /** INIT: negotiate the lower minor version and only the flags the kernel offers. */
   private init(unique: bigint): void {
     const a = InHeader.size;
-    const major = this.req.readUInt32LE(a + InitIn.major);
-    const minor = this.req.readUInt32LE(a + InitIn.minor);
-    const o = OutHeader.size;
-    this.out.fill(0, o, o + InitOut.size);
-    this.out.writeUInt32LE(KERNEL_VERSION, o + InitOut.major);
-    this.out.writeUInt32LE(KERNEL_MINOR_VERSION, o + InitOut.minor);
-    if (major > KERNEL_VERSION) return this.reply(unique, 0, InitOut.size); // the kernel re-sends INIT with ours
-    if (major < KERNEL_VERSION || minor < MIN_MINOR) {
-      this.post({ kind: 'log', msg: 'FUSE kernel protocol too old', fields: { kernel: `${major}.${minor}`, needed: `${KERNEL_VERSION}.${MIN_MINOR}` } });
-      return this.reply(unique, Errno.EPROTO, 0);
+    const errno = answerInit(this.req.subarray(a, a + InitIn.size), this.out.subarray(OutHeader.size, OutHeader.size + InitOut.size));
+    if (errno !== 0) {
+      const kernel = `${this.req.readUInt32LE(a + InitIn.major)}.${this.req.readUInt32LE(a + InitIn.minor)}`;
+      this.post({ kind: 'log', msg: 'FUSE kernel protocol too old', fields: { kernel, needed: `${KERNEL_VERSION}.${MIN_MINOR}` } });
     }
-    const flags = this.req.readUInt32LE(a + InitIn.flags) & WANTED_FLAGS;
-    this.out.writeUInt32LE(Math.min(minor, KERNEL_MINOR_VERSION), o + InitOut.minor);
-    this.out.writeUInt32LE(this.req.readUInt32LE(a + InitIn.maxReadahead), o + InitOut.maxReadahead);
-    this.out.writeUInt32LE(flags, o + InitOut.flags);
-    this.out.writeUInt16LE(MAX_BACKGROUND, o + InitOut.maxBackground);
-    this.out.writeUInt16LE(CONGESTION_THRESHOLD, o + InitOut.congestionThreshold);
-    this.out.writeUInt32LE(MAX_IO, o + InitOut.maxWrite);
-    this.out.writeUInt32LE(1, o + InitOut.timeGran);
-    this.out.writeUInt16LE(MAX_IO / 4096, o + InitOut.maxPages);
-    this.reply(unique, 0, InitOut.size);
+    this.reply(unique, errno, errno === 0 ? InitOut.size : 0);
   }
 
   private volumeSize(): number {
