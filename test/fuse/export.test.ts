@@ -47,6 +47,8 @@ interface Served {
   exp: FuseExport;
   readonly dir: string;
   readonly mnt: string;
+  /** What the export logged (failed forwarded requests). */
+  readonly logs: string[];
   /** Attaches a loop device with direct I/O to the export's file (detached again at the end). */
   attach(...extra: string[]): Promise<string>;
   detach(device: string): Promise<void>;
@@ -55,7 +57,7 @@ interface Served {
 }
 
 /** A volume in a temp dir served by mountFuseExport for one test; everything torn down afterwards. */
-async function withExport(name: string, opts: { size: number; readOnly?: boolean }, fn: (s: Served) => Promise<void>): Promise<void> {
+async function withExport(name: string, opts: { size: number; readOnly?: boolean; failures?: boolean }, fn: (s: Served) => Promise<void>): Promise<void> {
   const t = tempDir(`fuse-${name}`);
   const dir = path.join(t.dir, 'vol');
   const mnt = path.join(t.dir, 'fuse');
@@ -72,6 +74,7 @@ async function withExport(name: string, opts: { size: number; readOnly?: boolean
     exp: await mountFuseExport({ mountpoint: mnt, volume: vol, log: (msg, fields) => logs.push(`${msg} ${JSON.stringify(fields)}`) }),
     dir,
     mnt,
+    logs,
     async attach(...extra) {
       const device = (await run('losetup', ['--find', '--show', '--direct-io=on', ...extra, s.exp.file])).trim();
       loops.add(device);
@@ -105,7 +108,7 @@ async function withExport(name: string, opts: { size: number; readOnly?: boolean
     t.cleanup();
   }
   // Nothing the tests do should make a forwarded request fail, unless the test expects it.
-  if (opts.readOnly !== true) assert.deepEqual(logs, []);
+  if (opts.failures !== true) assert.deepEqual(logs, []);
 }
 
 /** Writes `data` at `offset` of a block device or file with O_DIRECT, through a file dd reads. */
@@ -218,6 +221,18 @@ describe('FUSE export of a volume', () => {
       assert.ok((await ddRead(s.exp.file, 0, MiB, s.dir)).equals(Buffer.alloc(MiB)));
       const loop = await s.attach();
       assert.equal((await run('blockdev', ['--getro', loop])).trim(), '1');
+    });
+  });
+
+  test('a forwarded request the engine fails gets an errno reply; the export stays up', async () => {
+    await withExport('errors', { size: 16 * MiB, failures: true }, async (s) => {
+      await s.vol.close(); // every forwarded request now fails with the engine's CLOSED
+      assert.match(await failure('dd', [`if=${s.exp.file}`, 'of=/dev/null', 'bs=4k', 'count=1', 'iflag=direct']), /transport endpoint shutdown/i);
+      assert.match(await failure('dd', ['if=/dev/zero', `of=${s.exp.file}`, 'bs=4k', 'count=1', 'oflag=direct', 'conv=notrunc']), /transport endpoint shutdown/i);
+      assert.equal(s.logs.length, 2, s.logs.join('\n'));
+      assert.match(s.logs[0] ?? '', /FUSE request failed.*"errno":108/);
+      assert.equal(fs.statSync(s.exp.file).size, 16 * MiB, 'metadata is still answered');
+      s.vol = await Volume.open(s.dir);
     });
   });
 
