@@ -78,8 +78,9 @@ export async function mountFuseExport(opts: FuseExportOptions): Promise<FuseExpo
   const size = new Float64Array(sizeSlot);
   size[0] = volume.size;
 
+  const fastPath = volume.fastPath();
   const fuseFd = mountFuse(mountpoint);
-  const data: WorkerData = { fuseFd, fastPath: volume.fastPath(), size: sizeSlot, readOnly: volume.readOnly };
+  const data: WorkerData = { fuseFd, fastPath, size: sizeSlot, readOnly: volume.readOnly };
   const inflight = new Set<Promise<void>>();
   let unmounted = false;
   let failed: unknown;
@@ -107,7 +108,14 @@ export async function mountFuseExport(opts: FuseExportOptions): Promise<FuseExpo
     inflight.add(p);
   };
 
-  const workers = Array.from({ length: count }, () => new Worker(new URL('./worker.js', import.meta.url), { workerData: data }));
+  let workers: Worker[];
+  try {
+    workers = Array.from({ length: count }, () => new Worker(new URL('./worker.js', import.meta.url), { workerData: data }));
+  } catch (err) {
+    unmountFuse(mountpoint, true);
+    fs.closeSync(fuseFd);
+    throw new FuseError('WORKER_FAILED', `cannot start the FUSE workers for ${file}: ${(err as Error).message}`, { cause: err });
+  }
   const exits = workers.map(
     (w, i) =>
       new Promise<void>((resolve) => {
