@@ -63,10 +63,6 @@ export const InitFlag = {
   MaxPages: 1 << 22,
 } as const;
 
-/** fuse_open_out.open_flags: neither is set (see worker.ts, OPEN). */
-export const FOPEN_DIRECT_IO = 1 << 0;
-export const FOPEN_KEEP_CACHE = 1 << 1;
-
 /** fuse_setattr_in.valid: the size field is set (truncate). */
 export const FATTR_SIZE = 1 << 3;
 
@@ -90,9 +86,6 @@ export const Errno = {
   EPERM: 1,
   ENOENT: 2,
   EIO: 5,
-  ENOMEM: 12,
-  EBUSY: 16,
-  ENODEV: 19,
   EINVAL: 22,
   ENOSPC: 28,
   EROFS: 30,
@@ -172,7 +165,8 @@ export const SetattrIn = { valid: 0, size: 16 } as const;
 
 /**
  * struct fuse_open_in (8 bytes): 0 flags u32 (open(2) flags) · 4 open_flags u32 (FUSE_OPEN_*).
- * struct fuse_open_out (16 bytes): 0 fh u64 · 8 open_flags u32 (FOPEN_*) · 12 padding (backing_id).
+ * struct fuse_open_out (16 bytes): 0 fh u64 · 8 open_flags u32 (FOPEN_*: DIRECT_IO 1, KEEP_CACHE 2; flashcsi
+ *   sets neither, see worker.ts) · 12 padding (backing_id).
  */
 export const OpenIn = { flags: 0 } as const;
 export const OpenOut = { size: 16, fh: 0, openFlags: 8 } as const;
