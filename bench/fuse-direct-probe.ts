@@ -11,10 +11,13 @@
  * would use on its fast path (a live volume whose newest checkpoint already holds the grains written).
  * Put a loop device with direct I/O and a file system on MOUNTDIR/disk as the stager does, run fio
  * inside, and compare with F, K and L. Unmount with `fusermount3 -u MOUNTDIR` (the probe then exits).
+ * The layouts are src/fuse/wire.ts's; src/fuse/export.ts is the real thing, with the engine behind it.
  */
 import * as fs from 'node:fs';
-import { createRequire } from 'node:module';
 import { Worker, isMainThread, workerData } from 'node:worker_threads';
+import { DISK_ID, MAX_IO } from '../src/fuse/channel.js';
+import { mountFuse } from '../src/fuse/mount.js';
+import { Attr, AttrOut, EntryOut, Errno, InHeader, InitFlag, InitIn, InitOut, OpenOut, Op, OutHeader, ROOT_ID, ReadIn, StatfsOut, WriteIn, WriteOut, writeOutHeader } from '../src/fuse/wire.js';
 
 interface ProbeData {
   readonly fuseFd: number;
@@ -22,38 +25,29 @@ interface ProbeData {
   readonly size: number;
 }
 
-// Opcodes and sizes from <linux/fuse.h> (protocol 7.31).
-const Op = { Lookup: 1, Forget: 2, Getattr: 3, Open: 14, Read: 15, Write: 16, Statfs: 17, Release: 18, Fsync: 20, Flush: 25, Init: 26, Opendir: 27, Releasedir: 29, Interrupt: 36, Destroy: 38, BatchForget: 42 } as const;
-const IN_HEADER = 40;
-const OUT_HEADER = 16;
-const ATTR = 88;
-const ROOT = 1;
-const DISK = 2;
-const MAX_WRITE = 1 << 20;
-const INIT_FLAGS = (1 << 0) /* ASYNC_READ */ | (1 << 5) /* BIG_WRITES */ | (1 << 15) /* ASYNC_DIO */ | (1 << 22) /* MAX_PAGES */;
-const ENOENT = 2;
-const ENOSYS = 38;
+const ROOT = ROOT_ID;
+const DISK = DISK_ID;
+const MAX_WRITE = MAX_IO;
+const INIT_FLAGS = InitFlag.AsyncRead | InitFlag.BigWrites | InitFlag.AsyncDio | InitFlag.MaxPages;
 
 function serve({ fuseFd, backFd, size }: ProbeData): void {
   const req = Buffer.alloc(MAX_WRITE + 8192);
   const out = Buffer.alloc(MAX_WRITE + 4096);
   const attr = (at: number, ino: number): void => {
-    out.fill(0, at, at + ATTR);
-    out.writeBigUInt64LE(BigInt(ino), at);
+    out.fill(0, at, at + Attr.size);
+    out.writeBigUInt64LE(BigInt(ino), at + Attr.ino);
     if (ino === DISK) {
-      out.writeBigUInt64LE(BigInt(size), at + 8);
-      out.writeBigUInt64LE(BigInt(Math.ceil(size / 512)), at + 16);
+      out.writeBigUInt64LE(BigInt(size), at + Attr.fileSize);
+      out.writeBigUInt64LE(BigInt(Math.ceil(size / 512)), at + Attr.blocks);
     }
-    out.writeUInt32LE(ino === ROOT ? 0o40755 : 0o100600, at + 60); // mode
-    out.writeUInt32LE(1, at + 64); // nlink
-    out.writeUInt32LE(4096, at + 80); // blksize
+    out.writeUInt32LE(ino === ROOT ? 0o40755 : 0o100600, at + Attr.mode);
+    out.writeUInt32LE(1, at + Attr.nlink);
+    out.writeUInt32LE(4096, at + Attr.blksize);
   };
   const reply = (unique: bigint, errno: number, length: number): void => {
-    out.writeUInt32LE(OUT_HEADER + length, 0);
-    out.writeInt32LE(-errno, 4);
-    out.writeBigUInt64LE(unique, 8);
+    writeOutHeader(out, unique, errno, length);
     try {
-      fs.writeSync(fuseFd, out, 0, OUT_HEADER + length);
+      fs.writeSync(fuseFd, out, 0, OutHeader.size + length);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // the request was interrupted
     }
@@ -68,53 +62,55 @@ function serve({ fuseFd, backFd, size }: ProbeData): void {
       if (code === 'EINTR' || code === 'ENOENT' || code === 'EAGAIN') continue;
       throw err;
     }
-    const opcode = req.readUInt32LE(4);
-    const unique = req.readBigUInt64LE(8);
-    const node = Number(req.readBigUInt64LE(16));
+    const opcode = req.readUInt32LE(InHeader.opcode);
+    const unique = req.readBigUInt64LE(InHeader.unique);
+    const node = Number(req.readBigUInt64LE(InHeader.nodeid));
     switch (opcode) {
-      case Op.Init:
-        out.fill(0, OUT_HEADER, OUT_HEADER + 64);
-        out.writeUInt32LE(7, 16); // major
-        out.writeUInt32LE(31, 20); // minor
-        out.writeUInt32LE(128 * 1024, 24); // max_readahead
-        out.writeUInt32LE(INIT_FLAGS, 28);
-        out.writeUInt16LE(64, 32); // max_background
-        out.writeUInt16LE(48, 34); // congestion_threshold
-        out.writeUInt32LE(MAX_WRITE, 36);
-        out.writeUInt32LE(1, 40); // time_gran
-        out.writeUInt16LE(MAX_WRITE / 4096, 44); // max_pages
-        reply(unique, 0, 64);
+      case Op.Init: {
+        const o = OutHeader.size;
+        out.fill(0, o, o + InitOut.size);
+        out.writeUInt32LE(7, o + InitOut.major);
+        out.writeUInt32LE(Math.min(31, req.readUInt32LE(InHeader.size + InitIn.minor)), o + InitOut.minor);
+        out.writeUInt32LE(128 * 1024, o + InitOut.maxReadahead);
+        out.writeUInt32LE(INIT_FLAGS, o + InitOut.flags);
+        out.writeUInt16LE(64, o + InitOut.maxBackground);
+        out.writeUInt16LE(48, o + InitOut.congestionThreshold);
+        out.writeUInt32LE(MAX_WRITE, o + InitOut.maxWrite);
+        out.writeUInt32LE(1, o + InitOut.timeGran);
+        out.writeUInt16LE(MAX_WRITE / 4096, o + InitOut.maxPages);
+        reply(unique, 0, InitOut.size);
         break;
+      }
       case Op.Lookup:
-        if (node !== ROOT || req.toString('utf8', IN_HEADER, n - 1) !== 'disk') {
-          reply(unique, ENOENT, 0);
+        if (node !== ROOT || req.toString('utf8', InHeader.size, n - 1) !== 'disk') {
+          reply(unique, Errno.ENOENT, 0);
           break;
         }
-        out.fill(0, OUT_HEADER, OUT_HEADER + 40);
-        out.writeBigUInt64LE(BigInt(DISK), 16); // nodeid
-        out.writeBigUInt64LE(3600n, 32); // entry_valid
-        out.writeBigUInt64LE(3600n, 40); // attr_valid
-        attr(OUT_HEADER + 40, DISK);
-        reply(unique, 0, 40 + ATTR);
+        out.fill(0, OutHeader.size, OutHeader.size + EntryOut.attr);
+        out.writeBigUInt64LE(BigInt(DISK), OutHeader.size + EntryOut.nodeid);
+        out.writeBigUInt64LE(3600n, OutHeader.size + EntryOut.entryValid);
+        out.writeBigUInt64LE(3600n, OutHeader.size + EntryOut.attrValid);
+        attr(OutHeader.size + EntryOut.attr, DISK);
+        reply(unique, 0, EntryOut.size);
         break;
       case Op.Getattr:
-        out.fill(0, OUT_HEADER, OUT_HEADER + 16);
-        out.writeBigUInt64LE(3600n, 16);
-        attr(OUT_HEADER + 16, node);
-        reply(unique, 0, 16 + ATTR);
+        out.fill(0, OutHeader.size, OutHeader.size + AttrOut.attr);
+        out.writeBigUInt64LE(3600n, OutHeader.size + AttrOut.attrValid);
+        attr(OutHeader.size + AttrOut.attr, node);
+        reply(unique, 0, AttrOut.size);
         break;
       case Op.Open:
       case Op.Opendir:
-        out.fill(0, OUT_HEADER, OUT_HEADER + 16);
-        reply(unique, 0, 16);
+        out.fill(0, OutHeader.size, OutHeader.size + OpenOut.size);
+        reply(unique, 0, OpenOut.size);
         break;
       case Op.Read: {
-        const offset = Number(req.readBigUInt64LE(IN_HEADER + 8));
-        const length = req.readUInt32LE(IN_HEADER + 16);
+        const offset = Number(req.readBigUInt64LE(InHeader.size + ReadIn.offset));
+        const length = req.readUInt32LE(InHeader.size + ReadIn.length);
         for (let done = 0; done < length; ) {
-          const got = fs.readSync(backFd, out, OUT_HEADER + done, length - done, offset + done);
+          const got = fs.readSync(backFd, out, OutHeader.size + done, length - done, offset + done);
           if (got === 0) {
-            out.fill(0, OUT_HEADER + done, OUT_HEADER + length);
+            out.fill(0, OutHeader.size + done, OutHeader.size + length);
             break;
           }
           done += got;
@@ -123,12 +119,13 @@ function serve({ fuseFd, backFd, size }: ProbeData): void {
         break;
       }
       case Op.Write: {
-        const offset = Number(req.readBigUInt64LE(IN_HEADER + 8));
-        const length = req.readUInt32LE(IN_HEADER + 16);
-        for (let done = 0; done < length; ) done += fs.writeSync(backFd, req, IN_HEADER + 40 + done, length - done, offset + done);
-        out.writeUInt32LE(length, 16);
-        out.writeUInt32LE(0, 20);
-        reply(unique, 0, 8);
+        const offset = Number(req.readBigUInt64LE(InHeader.size + WriteIn.offset));
+        const length = req.readUInt32LE(InHeader.size + WriteIn.length);
+        const data = InHeader.size + WriteIn.size;
+        for (let done = 0; done < length; ) done += fs.writeSync(backFd, req, data + done, length - done, offset + done);
+        out.fill(0, OutHeader.size, OutHeader.size + WriteOut.size);
+        out.writeUInt32LE(length, OutHeader.size + WriteOut.written);
+        reply(unique, 0, WriteOut.size);
         break;
       }
       case Op.Fsync:
@@ -141,8 +138,8 @@ function serve({ fuseFd, backFd, size }: ProbeData): void {
         reply(unique, 0, 0);
         break;
       case Op.Statfs:
-        out.fill(0, OUT_HEADER, OUT_HEADER + 80);
-        reply(unique, 0, 80);
+        out.fill(0, OutHeader.size, OutHeader.size + StatfsOut.size);
+        reply(unique, 0, StatfsOut.size);
         break;
       case Op.Forget:
       case Op.BatchForget:
@@ -152,7 +149,7 @@ function serve({ fuseFd, backFd, size }: ProbeData): void {
         reply(unique, 0, 0);
         return;
       default:
-        reply(unique, ENOSYS, 0);
+        reply(unique, Errno.ENOSYS, 0);
     }
   }
 }
@@ -160,15 +157,8 @@ function serve({ fuseFd, backFd, size }: ProbeData): void {
 if (isMainThread) {
   const [mountDir, backing, workers] = process.argv.slice(2);
   if (mountDir === undefined || backing === undefined) throw new Error('usage: fuse-direct-probe MOUNTDIR BACKING_FILE [WORKERS]');
-  const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
-  const mount = koffi.load('libc.so.6').func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const char *data)');
-  const fuseFd = fs.openSync('/dev/fuse', 'r+');
   const backFd = fs.openSync(backing, 'r+');
-  const MS_NOSUID = 2;
-  const MS_NODEV = 4;
-  if (mount('flashcsi-probe', mountDir, 'fuse', MS_NOSUID | MS_NODEV, `fd=${fuseFd},rootmode=40000,user_id=0,group_id=0,allow_other`) !== 0) {
-    throw new Error(`mount failed: errno ${koffi.errno()}`);
-  }
+  const fuseFd = mountFuse(mountDir);
   const data: ProbeData = { fuseFd, backFd, size: fs.fstatSync(backFd).size };
   for (let i = 0; i < Number(workers ?? 3); i++) new Worker(new URL(import.meta.url), { workerData: data });
   process.stdout.write('ready\n');

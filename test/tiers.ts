@@ -37,6 +37,7 @@ export const TIERS: readonly Tier[] = [
       'test/nbd/',
       'test/csi/',
       'test/host/serve-process.test.ts',
+      'test/fuse/wire.test.ts',
       'test/k8s/transaction-plan.test.ts',
       'test/k8s/agent-start.test.ts',
       'test/k8s/snapshot-contents.test.ts',
@@ -52,6 +53,7 @@ export const TIERS: readonly Tier[] = [
       'test/kernel/ also qemu-system-x86 and the guest scripts/guest-build.sh caches (Debian kernel + initramfs, run under TCG)',
     entries: [
       'test/host/',
+      'test/fuse/',
       'test/kernel/',
       'test/serve/',
       'test/reliability/',
