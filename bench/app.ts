@@ -2,8 +2,11 @@
  * The application's view: what a pod sees in its mounted volume.
  *
  * - F: flashcsi, staged through its own NodeStageVolume (a real `flashcsi plugin` process, called
- *   over gRPC), ext4, no checkpoint.
- * - K: nbdkit's file plugin behind the same attach code (nbdfuse, loop with direct I/O), ext4.
+ *   over gRPC, with its default attach method: serve's own FUSE file, loop with direct I/O), ext4,
+ *   no checkpoint.
+ * - N: the same with `flashcsi plugin --attach nbdfuse` (serve → NBD → nbdfuse → loop), the
+ *   method F used before serve-fuse, so the switch is decided in one run.
+ * - K: nbdkit's file plugin behind the nbdfuse attach code (nbdfuse, loop with direct I/O), ext4.
  * - L: ext4 on a loop device (direct I/O) over a raw file on the same disk: what a local PV gives.
  *
  * fio (libaio, O_DIRECT) runs inside each file system on one pre-written file. The page cache
@@ -35,7 +38,8 @@ const CUT_EVERY_MS = 5000;
 const VOLUMES = Number(process.env.BENCH_VOLUMES ?? 50);
 const MiB = 2 ** 20;
 
-type Label = 'F' | 'K' | 'L';
+type Label = 'F' | 'N' | 'K' | 'L';
+const LABELS: readonly Label[] = ['F', 'N', 'K', 'L'];
 
 /** One mounted file system under test. */
 interface AppTarget {
@@ -88,19 +92,20 @@ async function mkdirReachable(dir: string): Promise<void> {
 
 // ─── Targets ─────────────────────────────────────────────────────────────────────────────────
 
-/** The CSI plugin that stages every F volume (one process, like a node's). */
-async function plugin(): Promise<PluginProcess> {
-  const dir = path.join(work, 'plugin');
+/** A CSI plugin that stages the F (default attach) or N (`--attach nbdfuse`) volumes, one process like a node's. */
+async function plugin(label: 'F' | 'N'): Promise<PluginProcess> {
+  const dir = path.join(work, `plugin-${label}`);
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-  const p = await startPlugin(dir, { metadataSocket: null, nodeId: 'bench' });
-  note(`flashcsi plugin --mode all --endpoint unix://${p.socket} --state-dir ${p.stateDir} --node-id bench`);
+  const extraArgs = label === 'N' ? ['--attach', 'nbdfuse'] : [];
+  const p = await startPlugin(dir, { metadataSocket: null, nodeId: 'bench', extraArgs });
+  note(`flashcsi plugin --mode all --endpoint unix://${p.socket} --state-dir ${p.stateDir} --node-id bench ${extraArgs.join(' ')}`.trimEnd());
   await p.waitReady();
   return p;
 }
 
 interface StageRecordView {
   serve: { process: { pid: number } } | null;
-  attachment: { fuse?: { process: { pid: number } } } | null;
+  attachment: { method: string; fuse?: { process: { pid: number } } } | null;
 }
 
 /** Times a teardown step that timed out is tried again. */
@@ -132,8 +137,8 @@ function unstage(p: PluginProcess, name: string, mount: string): Promise<void> {
   );
 }
 
-/** CreateVolume + NodeStageVolume (ext4) through the plugin: an F volume as a pod gets it. */
-async function stageF(p: PluginProcess, name: string, size: number, opts: { quiet?: boolean } = {}): Promise<AppTarget> {
+/** CreateVolume + NodeStageVolume (ext4) through the plugin: an F (or N) volume as a pod gets it. */
+async function stageF(p: PluginProcess, name: string, size: number, opts: { quiet?: boolean; label?: 'F' | 'N' } = {}): Promise<AppTarget> {
   const cap = MOUNT_CAP('ext4');
   await call(p.c.controller, 'CreateVolume', { name, capacity_range: { required_bytes: String(size) }, volume_capabilities: [cap], parameters: { fsType: 'ext4' } });
   if (opts.quiet !== true) note(`CSI CreateVolume name=${name} capacity=${size} fsType=ext4; NodeStageVolume staging_target_path=$WORK/stage/${name}`);
@@ -144,9 +149,9 @@ async function stageF(p: PluginProcess, name: string, size: number, opts: { quie
   const stage = JSON.parse(readFileSync(path.join(p.stateDir, 'node', name, 'stage.json'), 'utf8')) as StageRecordView;
   const pids: Record<string, number> = {};
   if (stage.serve !== null) pids.serve = stage.serve.process.pid;
-  if (stage.attachment?.fuse !== undefined) pids.nbdfuse = stage.attachment.fuse.process.pid;
+  if (stage.attachment?.method === 'nbdfuse' && stage.attachment.fuse !== undefined) pids.nbdfuse = stage.attachment.fuse.process.pid;
   return {
-    label: 'F',
+    label: opts.label ?? 'F',
     mount,
     backing: path.join(p.stateDir, 'volumes', name, 'base.img'),
     pids: () => pids,
@@ -164,7 +169,7 @@ async function mkfsAndMount(device: string, mount: string): Promise<void> {
   await fsp.chmod(mount, 0o711);
 }
 
-/** nbdkit's file plugin behind the stager's own attach code (nbdfuse, loop with direct I/O). */
+/** nbdkit's file plugin behind the stager's nbdfuse attach code (nbdfuse, loop with direct I/O). */
 async function startK(size: number): Promise<AppTarget> {
   const img = path.join(work, 'K.img');
   sh('truncate', ['-s', String(size), img]);
@@ -258,6 +263,8 @@ export interface AppCell {
 
 export interface Memory {
   readonly volumes: number;
+  /** Whose volumes (default F). */
+  readonly label?: Label;
   /** Average RSS per volume, by process role. */
   readonly rss: Record<string, number>;
   /** Average PSS per volume, by process role. */
@@ -366,17 +373,23 @@ export async function runApp(sections: ReadonlySet<string>): Promise<AppResults>
   const pgbench = new Map<string, { tps: number; load: string }>();
   const memory: Memory[] = [];
   let cutMs: number[] = [];
-  const p = await plugin();
+  const p = await plugin('F');
   try {
     if (sections.has('app')) {
-      for (const make of [() => stageF(p, 'F', VOLUME), () => startK(VOLUME), () => startL('L', VOLUME)]) {
-        const t = await make();
-        try {
-          runRows(t, rows);
-          if (t.label !== 'L') memory.push(memoryOf([t]));
-        } finally {
-          await t.stop();
+      const pN = await plugin('N');
+      try {
+        for (const make of [() => stageF(p, 'F', VOLUME), () => stageF(pN, 'N', VOLUME, { label: 'N' }), () => startK(VOLUME), () => startL('L', VOLUME)]) {
+          const t = await make();
+          try {
+            runRows(t, rows);
+            if (t.label !== 'L') memory.push({ ...memoryOf([t]), label: t.label });
+          } finally {
+            await t.stop();
+          }
         }
+      } finally {
+        await pN.stop();
+        await sweep(path.join(work, 'plugin-N')).catch(() => undefined);
       }
     }
     if (sections.has('pgbench')) {
@@ -424,7 +437,7 @@ export async function runApp(sections: ReadonlySet<string>): Promise<AppResults>
     if (sections.has('memory')) memory.push(await manyVolumes(p));
   } finally {
     await p.stop();
-    await sweep(path.join(work, 'plugin')).catch(() => undefined);
+    await sweep(path.join(work, 'plugin-F')).catch(() => undefined);
   }
   return { rows, pgbench, cutMs, memory };
 }
@@ -453,28 +466,31 @@ function fioTables(r: AppResults): string[] {
   if (r.rows.size === 0) return [];
   const lines: string[] = [];
   lines.push(`fio (libaio, O_DIRECT) on one ${FILE / 2 ** 30} GiB file inside ext4 on each ${VOLUME / 2 ** 30} GiB volume: F = flashcsi staged by`);
-  lines.push(`NodeStageVolume (serve → nbdfuse -C ${NBDFUSE_CONNECTIONS} → loop, direct I/O), no checkpoint; K = nbdkit file behind the same attach code;`);
+  lines.push('NodeStageVolume with the default attach (serve\'s own FUSE file → loop, direct I/O), no checkpoint; N = the same with `--attach nbdfuse`');
+  lines.push(`(serve → NBD → nbdfuse -C ${NBDFUSE_CONNECTIONS} → loop); K = nbdkit file behind the nbdfuse attach code;`);
   lines.push(`L = loop (direct I/O) over a raw file on the same disk. Timed rows run ${RUNTIME} s; sequential rows make one pass over the file.`);
   lines.push('Before every read job the host page cache under F and K is dropped (`sync`; `dd iflag=nocache count=0` on the backing');
   lines.push('file); sequential writes end with an fsync. Ratios are from this one run; "load" is the 1-minute load average as each job started (F / K / L).', '');
-  lines.push('| workload | F | K | L | F/L | F/K | target | load |');
-  lines.push('|---|---:|---:|---:|---:|---:|---|---|');
+  lines.push('| workload | F | N | K | L | F/L | F/K | F/N | target | load |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---|---|');
   const target = (row: string): [number, string] => (row.startsWith('4k random') ? [0.5, 'F/L ≥ 0.5'] : row.startsWith('1M') ? [0.9, 'F/L ≥ 0.9'] : [0.6, 'F/L ≥ 0.6']);
   for (const row of APP_ROWS) {
     const m = r.rows.get(row.name);
     const v = (l: Label): number => m?.get(l)?.value ?? NaN;
     const [want, text] = target(row.name);
     const met = v('F') / v('L') >= want && v('F') / v('K') >= 1 ? 'met' : '**not met**';
-    const loads = (['F', 'K', 'L'] as const).map((l) => m?.get(l)?.load ?? '?').join(' / ');
-    lines.push(`| ${row.name} (${row.unit}) | ${fmt(v('F'))} | ${fmt(v('K'))} | ${fmt(v('L'))} | ${ratio(v('F'), v('L'))} | ${ratio(v('F'), v('K'))} | ${text}, F/K ≥ 1.0: ${met} | ${loads} |`);
+    const loads = LABELS.map((l) => m?.get(l)?.load ?? '?').join(' / ');
+    lines.push(
+      `| ${row.name} (${row.unit}) | ${fmt(v('F'))} | ${fmt(v('N'))} | ${fmt(v('K'))} | ${fmt(v('L'))} | ${ratio(v('F'), v('L'))} | ${ratio(v('F'), v('K'))} | ${ratio(v('F'), v('N'))} | ${text}, F/K ≥ 1.0: ${met} | ${loads} |`,
+    );
   }
   lines.push('', 'CPU time per I/O of the data-path processes during each job (utime+stime from /proc, µs), and p99 completion latency:', '');
-  lines.push('| workload | F: serve | F: nbdfuse | K: nbdkit | K: nbdfuse | F p99 | K p99 | L p99 |', '|---|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push('| workload | F: serve | N: serve | N: nbdfuse | K: nbdkit | K: nbdfuse | F p99 | N p99 | K p99 | L p99 |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const row of APP_ROWS) {
     const m = r.rows.get(row.name);
     const c = (l: Label, role: string): string => fmt(m?.get(l)?.cpuPerIo[role] ?? NaN);
     const p99 = (l: Label): string => `${fmt((m?.get(l)?.p99us ?? NaN) / 1000)} ms`;
-    lines.push(`| ${row.name} | ${c('F', 'serve')} | ${c('F', 'nbdfuse')} | ${c('K', 'nbdkit')} | ${c('K', 'nbdfuse')} | ${p99('F')} | ${p99('K')} | ${p99('L')} |`);
+    lines.push(`| ${row.name} | ${c('F', 'serve')} | ${c('N', 'serve')} | ${c('N', 'nbdfuse')} | ${c('K', 'nbdkit')} | ${c('K', 'nbdfuse')} | ${p99('F')} | ${p99('N')} | ${p99('K')} | ${p99('L')} |`);
   }
   lines.push('');
   return lines;
@@ -507,7 +523,7 @@ function memoryTable(r: AppResults): string[] {
   lines.push('| volumes staged | serve RSS / PSS | nbdfuse RSS / PSS | nbdkit RSS / PSS | data path total (PSS) | page cache of the backing file |', '|---|---:|---:|---:|---:|---:|');
   const both = (m: Memory, role: string): string => (m.rss[role] === undefined ? '—' : `${mib(m.rss[role])} / ${mib(m.pss[role])}`);
   for (const m of r.memory) {
-    const label = m.rss.nbdkit !== undefined ? '1 (K: nbdkit + nbdfuse)' : String(m.volumes);
+    const label = m.label === 'K' ? '1 (K: nbdkit + nbdfuse)' : m.label === 'N' ? '1 (N: serve + nbdfuse)' : `${m.volumes} (F)`;
     const total = Object.values(m.pss).reduce((a, b) => a + b, 0);
     lines.push(`| ${label} | ${both(m, 'serve')} | ${both(m, 'nbdfuse')} | ${both(m, 'nbdkit')} | ${mib(total)} | ${mib(m.cache)} |`);
   }

@@ -7,6 +7,7 @@
  */
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
+import { ATTACH_PREFERENCES, type AttachPreference } from '../src/host/attachment.js';
 import { PLUGIN_MODES, type PluginMode } from '../src/csi/modes.js';
 import type { NodeAgent } from '../src/k8s/agent.js';
 import { parseWholeNumber } from './units.js';
@@ -19,6 +20,7 @@ interface PluginFlags {
   nodeId?: string;
   snapshotMetadataEndpoint?: string;
   logLevel: string;
+  attach: string;
   maxVolumesPerNode: string;
   drainTimeout: string;
   agent?: boolean;
@@ -38,6 +40,7 @@ export function registerPluginCommand(program: Command): void {
     .option('--node-id <name>', 'this node\'s id and topology value (default: $NODE_ID, else the host name)')
     .option('--snapshot-metadata-endpoint <unix:///path>', 'also serve SnapshotMetadata on this socket')
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
+    .option('--attach <method>', `how staged volumes become block devices: ${ATTACH_PREFERENCES.join(', ')} (auto: the kernel's nbd client where its module is loaded, else serve-fuse)`, 'auto')
     .option('--max-volumes-per-node <n>', 'NodeGetInfo.max_volumes_per_node (0 = no limit)', '0')
     .option('--drain-timeout <ms>', 'how long SIGTERM lets running calls finish', '10000')
     .option('--agent', 'also run the node agent: carry out VolumeRollbacks and VolumeTransaction steps for this node\'s volumes')
@@ -49,6 +52,7 @@ export function registerPluginCommand(program: Command): void {
       if (!(PLUGIN_MODES as readonly string[]).includes(o.mode)) throw new CliError(`--mode must be one of ${PLUGIN_MODES.join(', ')}, got ${JSON.stringify(o.mode)}`);
       const endpoint = o.endpoint ?? process.env['CSI_ENDPOINT'];
       if (endpoint === undefined || endpoint === '') throw new CliError('--endpoint (or $CSI_ENDPOINT) is required');
+      if (!(ATTACH_PREFERENCES as readonly string[]).includes(o.attach)) throw new CliError(`--attach must be one of ${ATTACH_PREFERENCES.join(', ')}, got ${JSON.stringify(o.attach)}`);
       const nodeId = o.nodeId ?? process.env['NODE_ID'] ?? hostname();
       const maxVolumes = parseWholeNumber(o.maxVolumesPerNode, 0, '--max-volumes-per-node must be a non-negative integer');
       const drainMs = parseWholeNumber(o.drainTimeout, 0, '--drain-timeout must be a non-negative number of milliseconds');
@@ -70,6 +74,7 @@ export function registerPluginCommand(program: Command): void {
         maxVolumesPerNode: maxVolumes,
         drainTimeoutMs: drainMs,
         serveLogLevel: o.logLevel,
+        attach: o.attach as AttachPreference,
         ...(metricsAddress === undefined ? {} : { metricsAddress }),
         ...(o.snapshotMetadataEndpoint === undefined ? {} : { snapshotMetadataEndpoint: o.snapshotMetadataEndpoint }),
         ...(o.registrationDir === undefined ? {} : { registrationDir: o.registrationDir }),

@@ -20,6 +20,8 @@
  * It never stops a volume's data-path server or nbdfuse: staged volumes keep working while the
  * plugin is down, and the next start adopts them.
  */
+import { nbdAttacher } from '../host/attach.js';
+import type { AttachPreference } from '../host/attachment.js';
 import { linuxMounter, type Mounter } from '../host/mounter.js';
 import { serveLauncher, type ServeLauncher } from '../host/serve-process.js';
 import { componentLogger, type Logger } from '../log/logger.js';
@@ -54,6 +56,8 @@ export interface PluginOptions {
   readonly logger: Logger;
   readonly maxVolumesPerNode?: number;
   readonly drainTimeoutMs?: number;
+  /** How staged volumes become block devices (`--attach`); `auto` unless set. */
+  readonly attach?: AttachPreference;
   /** --log-level of the volumes' `flashcsi serve` processes. */
   readonly serveLogLevel?: string;
   /** Serve /metrics and /healthz over plain HTTP here (off unless set). */
@@ -127,6 +131,7 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
     state,
     launcher: options.launcher ?? serveLauncher(options.serveLogLevel === undefined ? {} : { logLevel: options.serveLogLevel }),
     mounter: options.mounter ?? linuxMounter,
+    attacher: nbdAttacher(options.attach),
     logger: options.logger,
     inflight,
   });

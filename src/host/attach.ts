@@ -1,26 +1,42 @@
 /**
- * Attach an NBD export as a local block device, the way the CSI node plugin does: through the
- * kernel's nbd driver where it is loaded (kernel-nbd.ts), else through nbdfuse and a loop device
+ * Attach a volume's data-path server as a local block device, the way the CSI node plugin does:
+ * through the kernel's nbd driver where it is loaded (kernel-nbd.ts), else through a FUSE file and a
+ * loop device, the file served by the volume's serve process itself (serve-fuse.ts) or by nbdfuse
  * (nbdfuse.ts). `detachRecord` and `attachmentProblems` work from the JSON-serialisable
  * AttachmentRecord alone, so a restarted plugin can check on or tear down what an earlier one made.
  *
  * No sleeps: readiness and teardown wait on real conditions (pid file, sysfs, process exit) with
  * deadlines.
  */
-import { DEFAULT_ATTACH_TIMEOUT_MS, type AttachMethod, type AttachOptions, type Attachment, type AttachmentRecord } from './attachment.js';
+import { promises as fsp } from 'node:fs';
+import { DEFAULT_ATTACH_TIMEOUT_MS, type AttachMethod, type AttachOptions, type AttachPreference, type Attachment, type AttachmentRecord } from './attachment.js';
 import { blockDeviceSize } from './block.js';
 import { attachKernel, detachKernel, hasKernelNbd, kernelAttachmentProblems } from './kernel-nbd.js';
 import { setLoopSizeLimit } from './loop.js';
 import { attachNbdfuse, detachNbdfuse, nbdfuseAttachmentProblems } from './nbdfuse.js';
+import { attachServeFuse, detachServeFuse, serveFuseAttachmentProblems } from './serve-fuse.js';
 
-/** The method `attach()` will use. */
-export async function chooseAttachMethod(devDir = '/dev'): Promise<AttachMethod> {
-  return (await hasKernelNbd(devDir)) ? 'kernel' : 'nbdfuse';
+/** The method `attach()` uses for a preference: `auto` is the kernel where its nbd module is loaded, else serve-fuse. */
+export async function chooseAttachMethod(preference: AttachPreference = 'auto', devDir = '/dev'): Promise<AttachMethod> {
+  if (preference !== 'auto') return preference;
+  return (await hasKernelNbd(devDir)) ? 'kernel' : 'serve-fuse';
 }
 
-/** Attaches with the kernel client if available, else nbdfuse + loop. */
-export async function attach(opts: AttachOptions): Promise<Attachment> {
-  return (await chooseAttachMethod()) === 'kernel' ? attachKernel(opts) : attachNbdfuse(opts);
+interface MethodOps {
+  attach(opts: AttachOptions): Promise<Attachment>;
+  detach(record: AttachmentRecord, timeoutMs: number): Promise<void>;
+  problems(record: AttachmentRecord): Promise<string[]>;
+}
+
+const METHODS: Record<AttachMethod, MethodOps> = {
+  kernel: { attach: attachKernel, detach: (record, timeoutMs) => detachKernel(record.device, timeoutMs), problems: (record) => kernelAttachmentProblems(record.device, record.identifier) },
+  'serve-fuse': { attach: attachServeFuse, detach: detachServeFuse, problems: serveFuseAttachmentProblems },
+  nbdfuse: { attach: attachNbdfuse, detach: detachNbdfuse, problems: nbdfuseAttachmentProblems },
+};
+
+/** Attaches with the method the preference picks. */
+export async function attach(opts: AttachOptions, preference: AttachPreference = 'auto'): Promise<Attachment> {
+  return METHODS[await chooseAttachMethod(preference)].attach(opts);
 }
 
 /**
@@ -28,17 +44,16 @@ export async function attach(opts: AttachOptions): Promise<Attachment> {
  * any point and from a process that did not attach. Refuses (BUSY) while the device is mounted.
  */
 export async function detachRecord(record: AttachmentRecord, timeoutMs = DEFAULT_ATTACH_TIMEOUT_MS): Promise<void> {
-  if (record.method === 'kernel') await detachKernel(record.device, timeoutMs);
-  else await detachNbdfuse(record, timeoutMs);
+  await METHODS[record.method].detach(record, timeoutMs);
 }
 
 /**
- * What is wrong with an attachment, as human-readable problems; empty when it looks healthy
- * (nbdfuse alive and mounted, the loop device bound to its file; or the nbd device attached to its
- * volume's backend, connected or waiting for a reconnect).
+ * What is wrong with an attachment, as human-readable problems; empty when it looks healthy (the
+ * FUSE file's process alive and mounted, the loop device bound to its file; or the nbd device
+ * attached to its volume's backend, connected or waiting for a reconnect).
  */
 export async function attachmentProblems(record: AttachmentRecord): Promise<string[]> {
-  return record.method === 'kernel' ? kernelAttachmentProblems(record.device, record.identifier) : nbdfuseAttachmentProblems(record);
+  return METHODS[record.method].problems(record);
 }
 
 /** How the node stager attaches volumes: `nbdAttacher` for real, something else in pure-logic tests. */
@@ -51,14 +66,21 @@ export interface Attacher {
   grow(record: AttachmentRecord, size: number): Promise<boolean>;
 }
 
-export const nbdAttacher: Attacher = {
-  method: () => chooseAttachMethod(),
-  attach,
-  detach: (record) => detachRecord(record),
-  problems: attachmentProblems,
-  async grow(record, size) {
-    if (record.method === 'kernel') return (await blockDeviceSize(record.device)) >= size;
-    setLoopSizeLimit(record.device, size);
-    return true;
-  },
-};
+/** The real attacher, with the method `preference` picks (`flashcsi plugin --attach`). */
+export function nbdAttacher(preference: AttachPreference = 'auto'): Attacher {
+  return {
+    method: () => chooseAttachMethod(preference),
+    attach: (opts) => attach(opts, preference),
+    detach: (record) => detachRecord(record),
+    problems: attachmentProblems,
+    async grow(record, size) {
+      if (record.method === 'kernel') return (await blockDeviceSize(record.device)) >= size;
+      // A FUSE file's size is its inode's, which the kernel refreshes only on a getattr; the loop
+      // device takes the smaller of that and its size limit, so ask first (serve-fuse answers
+      // getattr uncached; nbdfuse's `.attach` export is larger than any volume anyway).
+      if (record.fuse !== undefined) await fsp.stat(record.fuse.file);
+      setLoopSizeLimit(record.device, size);
+      return true;
+    },
+  };
+}

@@ -4,14 +4,23 @@
  */
 import type { ProcessRef } from './process.js';
 
-export type AttachMethod = 'kernel' | 'nbdfuse';
+/**
+ * kernel: the kernel's nbd client (kernel-nbd.ts); serve-fuse: the volume's serve process mounts a
+ * FUSE file itself (serve-fuse.ts); nbdfuse: nbdfuse serves the FUSE file from NBD (nbdfuse.ts).
+ * Both FUSE methods put a loop device over the file.
+ */
+export type AttachMethod = 'kernel' | 'serve-fuse' | 'nbdfuse';
+
+/** What the plugin is told to use (`flashcsi plugin --attach`): `auto` = the kernel where its nbd module is loaded, else serve-fuse. */
+export const ATTACH_PREFERENCES = ['auto', 'kernel', 'serve-fuse', 'nbdfuse'] as const;
+export type AttachPreference = (typeof ATTACH_PREFERENCES)[number];
 
 export interface AttachOptions {
   /** Unix socket the NBD server listens on. */
   readonly socketPath: string;
   /** Export name ("" = default export). */
   readonly exportName: string;
-  /** Private directory for the nbdfuse mountpoint, pid file and log; created 0700 if missing. */
+  /** Private directory for the FUSE mountpoint and nbdfuse's pid file and log; created 0700 if missing. */
   readonly workDir: string;
   /** Attach read-only (kernel: a READ_ONLY device, nbdfuse -r, losetup --read-only). */
   readonly readOnly?: boolean;
@@ -21,7 +30,7 @@ export interface AttachOptions {
   readonly blockSize?: number;
   /** How long attach/detach steps may take (default 30 s). */
   readonly timeoutMs?: number;
-  /** nbdfuse path: the loop device shows only this many bytes of the export (losetup --sizelimit). */
+  /** FUSE methods: the loop device shows only this many bytes of the file (losetup --sizelimit). */
   readonly sizeLimit?: number;
   /** nbdfuse path: where nbdfuse's stderr goes (default `<workDir>/nbdfuse.log`). */
   readonly logFile?: string;
@@ -38,12 +47,13 @@ export interface AttachmentRecord {
   readonly identifier?: string;
   /** Kernel path: how many connections the device has (each reconnect hands over that many). */
   readonly connections?: number;
-  /** nbdfuse path only. */
+  /** The FUSE methods only. */
   readonly fuse?: {
+    /** The process that serves the FUSE file: nbdfuse, or the volume's serve. */
     readonly process: ProcessRef;
     /** The FUSE mountpoint (a directory in the work dir). */
     readonly mountpoint: string;
-    /** The file nbdfuse shows there: the loop device's backing file. */
+    /** The file shown there: the loop device's backing file. */
     readonly file: string;
   };
 }

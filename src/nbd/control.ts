@@ -50,7 +50,9 @@ export type ControlRequest =
   | { readonly op: 'frozen.begin'; readonly txid: string }
   | { readonly op: 'thaw' }
   /** The server's Prometheus metrics, as prom-client's registry.getMetricsAsJSON() (for the plugin's /metrics). */
-  | { readonly op: 'metrics' };
+  | { readonly op: 'metrics' }
+  /** Mounts the volume's FUSE file on `mountpoint` (an empty directory) and answers `{ file, pid }` (src/host/serve-fuse.ts). */
+  | { readonly op: 'fuse.mount'; readonly mountpoint: string };
 
 export type ControlResponse = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly code: string; readonly message: string };
 
@@ -91,6 +93,10 @@ function underFreeze(session: Session): FrozenVolume {
 export interface ControlExtras {
   /** Answers `metrics`; without it, `metrics` is UNIMPLEMENTED. */
   metrics?(): Promise<unknown>;
+  /** Told after the volume grew (`expand`), so exports that show its size can show the new one. */
+  expanded?(): void;
+  /** Answers `fuse.mount`; without it, `fuse.mount` is UNIMPLEMENTED. */
+  fuseMount?(mountpoint: string): Promise<{ readonly file: string; readonly pid: number }>;
 }
 
 async function handle(volume: Volume, req: ControlRequest, session: Session, extras: ControlExtras): Promise<unknown> {
@@ -98,6 +104,10 @@ async function handle(volume: Volume, req: ControlRequest, session: Session, ext
     case 'metrics':
       if (extras.metrics === undefined) throw new ControlError('UNIMPLEMENTED', 'this server keeps no metrics');
       return extras.metrics();
+    case 'fuse.mount':
+      if (extras.fuseMount === undefined) throw new ControlError('UNIMPLEMENTED', 'this server does not export FUSE files');
+      if (typeof req.mountpoint !== 'string' || !path.isAbsolute(req.mountpoint)) throw new ControlError('INVALID_ARGUMENT', 'fuse.mount needs an absolute mountpoint');
+      return extras.fuseMount(req.mountpoint);
     case 'freeze': {
       if (session.frozen) throw new ControlError('FAILED_PRECONDITION', 'already frozen by this connection');
       session.frozen = await volume.freeze();
@@ -129,7 +139,9 @@ async function handle(volume: Volume, req: ControlRequest, session: Session, ext
     case 'flush':
       return volume.flush();
     case 'expand':
-      return volume.expand(req.size);
+      await volume.expand(req.size);
+      extras.expanded?.();
+      return null;
     case 'allocated':
       return volume.allocated(req.checkpoint);
     case 'changed':

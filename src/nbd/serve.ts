@@ -17,7 +17,8 @@ import { EngineMetrics } from '../metrics/engine.js';
 import { registerCollected } from '../metrics/families.js';
 import { Metric } from '../metrics/names.js';
 import { NbdIoMetrics } from '../metrics/nbd.js';
-import { removeServeInfo, startControlServer, writeServeInfo, type ControlServer, type ServeInfo } from './control.js';
+import { mountFuseExport, type FuseExport } from '../fuse/export.js';
+import { ControlError, removeServeInfo, startControlServer, writeServeInfo, type ControlServer, type ServeInfo } from './control.js';
 import { observeEngine } from './engine-metrics.js';
 import { NbdServer, ensurePrivateDir } from './server.js';
 import { VolumeExportProvider } from './volume-export.js';
@@ -46,6 +47,47 @@ export function controlSocketPath(socket: string): string {
   return `${socket}.ctl`;
 }
 
+/**
+ * The volume's FUSE export (src/fuse), mounted when the plugin asks (control op `fuse.mount`):
+ * at most one mountpoint at a time. Asking again for the same mountpoint while it is mounted
+ * answers the same file (a retried stage); the export ends when the plugin unmounts it, or when
+ * serve stops (a lazy unmount then, if a loop device still holds the file).
+ */
+class FuseMounts {
+  #current: { readonly mountpoint: string; readonly export: FuseExport } | null = null;
+
+  constructor(
+    private readonly volume: Volume,
+    private readonly log: Logger,
+  ) {}
+
+  async mount(mountpoint: string): Promise<{ file: string; pid: number }> {
+    const current = this.#current;
+    if (current !== null) {
+      if (current.mountpoint !== mountpoint) throw new ControlError('FAILED_PRECONDITION', `the volume's FUSE file is already mounted on ${current.mountpoint}`);
+      return { file: current.export.file, pid: process.pid };
+    }
+    const exported = await mountFuseExport({ mountpoint, volume: this.volume, log: (msg, fields) => this.log.info(fields ?? {}, msg) });
+    const entry = { mountpoint, export: exported };
+    this.#current = entry;
+    void exported.closed.then(() => {
+      if (this.#current === entry) this.#current = null;
+      this.log.info({ mountpoint }, 'serve: FUSE file unmounted');
+    });
+    this.log.info({ mountpoint, file: exported.file }, 'serve: FUSE file mounted');
+    return { file: exported.file, pid: process.pid };
+  }
+
+  /** The volume grew: the FUSE file shows the new size at its next getattr. */
+  resized(): void {
+    this.#current?.export.resized();
+  }
+
+  async close(): Promise<void> {
+    await this.#current?.export.close({ lazy: true });
+  }
+}
+
 export async function serveVolume(opts: ServeOptions): Promise<RunningServe> {
   const log = opts.logger;
   await ensurePrivateDir(path.dirname(opts.socket));
@@ -63,6 +105,7 @@ export async function serveVolume(opts: ServeOptions): Promise<RunningServe> {
   io.register(registry, label, { connections: () => nbd.connections.size, inflight: () => nbd.inflight, accepted: () => nbd.stats.accepted });
   registerCollected(registry, Metric.checkpoints, () => [{ labels: { volume: label }, value: volume.checkpoints().length }]);
   let control: ControlServer | undefined;
+  const fuse = new FuseMounts(volume, log);
   try {
     await nbd.listenUnix(opts.socket);
     let listen: string | undefined;
@@ -75,7 +118,7 @@ export async function serveVolume(opts: ServeOptions): Promise<RunningServe> {
       controlSocketPath(opts.socket),
       // Every scrape asks for metrics: not worth a line at info level each time.
       (req) => (req.op === 'metrics' ? log.debug({ op: req.op }, 'serve: control request') : log.info({ op: req.op }, 'serve: control request')),
-      { metrics: () => registry.getMetricsAsJSON() },
+      { metrics: () => registry.getMetricsAsJSON(), fuseMount: (mountpoint) => fuse.mount(mountpoint), expanded: () => fuse.resized() },
     );
     const info: ServeInfo = {
       pid: process.pid,
@@ -96,6 +139,7 @@ export async function serveVolume(opts: ServeOptions): Promise<RunningServe> {
         stopping ??= (async () => {
           removeServeInfo(opts.dir);
           await ctl.close();
+          await fuse.close();
           await nbd.close();
           await volume.close();
           unobserve();
@@ -106,6 +150,7 @@ export async function serveVolume(opts: ServeOptions): Promise<RunningServe> {
     };
   } catch (err) {
     await control?.close().catch(() => undefined);
+    await fuse.close().catch(() => undefined);
     await nbd.close().catch(() => undefined);
     await volume.close().catch(() => undefined);
     unobserve();

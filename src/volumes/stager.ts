@@ -8,13 +8,14 @@
  * leaves a record that says what to undo):
  *   1. `flashcsi serve <voldir> --socket <state>/run/<id>.sock` as its own detached process
  *      (src/host/serve-process.ts);
- *   2. attach: kernel nbd where /dev/nbd* exists (export ""), else nbdfuse on the hidden `.attach`
- *      export plus a loop device limited to the volume's size (src/host/attach.ts), so the device can grow;
+ *   2. attach (src/host/attach.ts): kernel nbd where /dev/nbd* exists (export ""), else serve's own
+ *      FUSE file (or nbdfuse on the hidden `.attach` export, `--attach nbdfuse`) plus a loop device
+ *      limited to the volume's size, so the device can grow;
  *   3. mount volumes: mkfs if the device is blank (`blkid -p`), grow an ext4 file system that is
  *      smaller than its device (offline, before mounting: the volume grew while unstaged, or an
  *      online grow was refused), mount at the staging path (xfs: also `nouuid`, as clones share
  *      their source's UUID; then xfs_growfs if it is smaller); block volumes: just the device.
- * Unstaging reverses it: unmount → detach (losetup -d, fusermount3 -u, nbdfuse exits) → SIGTERM
+ * Unstaging reverses it: unmount → detach (losetup -d, unmount the FUSE file) → SIGTERM
  * the server and wait for it by pid (it is not our child after a restart) → remove stage.json.
  *
  * Neither stopping nor SIGKILLing the plugin stops a server or nbdfuse: both run in their own
@@ -126,7 +127,7 @@ export class NodeStager implements NodeVolumes, NodeHooks {
     this.#access = options.access ?? engineVolumeAccess;
     this.#launcher = options.launcher;
     this.#mounter = options.mounter;
-    this.#attacher = options.attacher ?? nbdAttacher;
+    this.#attacher = options.attacher ?? nbdAttacher();
     this.#log = componentLogger(options.logger, 'node-volumes');
     const inflight = options.inflight;
     this.#kernel = new KernelVolumeKeeper({
@@ -197,7 +198,7 @@ export class NodeStager implements NodeVolumes, NodeHooks {
         workDir: this.#state.nodeDir(volumeId),
         logFile: this.#state.nbdfuseLogFile(volumeId),
         identifier: `flashcsi:${volumeId}`,
-        ...(method === 'nbdfuse' ? { sizeLimit: size } : {}),
+        ...(method === 'kernel' ? {} : { sizeLimit: size }),
       });
       const attachment: AttachmentRecord = {
         method: att.method,

@@ -27,14 +27,16 @@ describe('kernel attach path (what runs without the nbd module; test/kernel/ run
     assert.throws(() => nbdIndex('/dev/loop0'), (e: unknown) => e instanceof HostError && e.code === 'INVALID_ARGUMENT');
   });
 
-  it('picks the kernel path only when /dev/nbd* exists', async () => {
+  it('picks the kernel path only when /dev/nbd* exists, else serve-fuse; an explicit preference wins', async () => {
     const dir = await tempDir();
     try {
       assert.equal(await hasKernelNbd(dir), false);
-      assert.equal(await chooseAttachMethod(dir), 'nbdfuse');
+      assert.equal(await chooseAttachMethod('auto', dir), 'serve-fuse');
+      assert.equal(await chooseAttachMethod('nbdfuse', dir), 'nbdfuse');
       await fsp.writeFile(path.join(dir, 'nbd0'), '');
       assert.equal(await hasKernelNbd(dir), true);
-      assert.equal(await chooseAttachMethod(dir), 'kernel');
+      assert.equal(await chooseAttachMethod('auto', dir), 'kernel');
+      assert.equal(await chooseAttachMethod('serve-fuse', dir), 'serve-fuse');
       const real = (await fsp.readdir('/dev')).some((n) => /^nbd\d+$/.test(n));
       assert.equal(await hasKernelNbd(), real);
     } finally {

@@ -87,7 +87,7 @@ describe('the data-path server is SIGKILLed: I/O errors, reported abnormal, reco
       await pollUntil(() => w.progress.errors > 0, 60_000, `the workload on ${v.fsType} to see the dead device`);
       const fuseAlive = isProcessAlive(rec.attachment.fuse.process);
       const opts = await mountOptions((paths.get(v.id) as { staging: string }).staging);
-      observed.push(`${v.fsType}: nbdfuse ${fuseAlive ? 'still running' : 'exited'}, mount ${opts.includes('ro') ? 'ro' : 'rw'}`);
+      observed.push(`${v.fsType}: attached by ${rec.attachment.method}, its FUSE server ${fuseAlive ? 'still running' : 'exited'}, mount ${opts.includes('ro') ? 'ro' : 'rw'}`);
       const stats = await call<Condition>(p.c.node, 'NodeGetVolumeStats', { volume_id: v.id, volume_path: (paths.get(v.id) as { target: string }).target }).catch(
         // statfs of a shut-down xfs can fail; the condition is then asked through the controller only
         () => null,
