@@ -70,7 +70,7 @@ async function unmountFuse(fuse: NonNullable<AttachmentRecord['fuse']>, timeoutM
 export async function serveFuseAttachmentProblems(record: AttachmentRecord): Promise<string[]> {
   const problems = await fuseLoopProblems(record);
   if (record.fuse !== undefined && !isProcessAlive(record.fuse.process)) {
-    problems.unshift(`the data-path server serving ${record.fuse.file} (flashcsi serve, pid ${record.fuse.process.pid}) is not running`);
+    problems.unshift(`the FUSE file ${record.fuse.file} lost its server with it, so every I/O on ${record.device} fails until the volume is staged again`);
   }
   return problems;
 }
