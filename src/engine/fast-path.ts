@@ -31,9 +31,12 @@
  * - Keeping the bits in step: bits are only ever cleared while the gate is closed to writes, and
  *   in one place: Gate.open calls SharedVolume.sync before it reopens. sync compares the newest
  *   layer's store with the one the bits describe; if it changed (a cut, deferred cuts, deletion
- *   of the newest checkpoint, the end of a transaction) it clears the bitmap (a fill, so a cut
- *   costs O(volume size / grain / 8) bytes of memset, never a store lookup per grain) and sets the
- *   bits of whatever the new newest store already holds (nothing, after a cut). Rollback keeps
+ *   of the newest checkpoint, the end of a transaction) it clears the bitmap and sets the bits of
+ *   whatever the new newest store already holds (nothing, after a cut). The clear zeroes only the
+ *   words that had a bit set (listed as they are set, each after a copy that cost an fdatasync),
+ *   or fills the bitmap once they are more than a sixteenth of it: a cut never looks up a store
+ *   per grain, and never writes more of the bitmap than the copies since the last cut touched
+ *   (at most a memset of size / grain / 8 bytes: 2 MiB at 1 TiB and 64 KiB grains). Rollback keeps
  *   the newest store, whose copies set their bits as they complete. The plain fill is visible to a
  *   worker that then sees the gate open: the reopening Atomics.store follows it.
  * - Expand: the bitmap is a growable SharedArrayBuffer (Node 20 has them; length-tracking views
@@ -212,6 +215,8 @@ export class SharedVolume {
   private readonly bits: Int32Array;
   /** The store the bits describe (the newest checkpoint's, as of the last sync). */
   private tracked: CheckpointStore | null = null;
+  /** Bitmap words with a bit set, so a clear touches only those; null when so many that a fill is cheaper. */
+  private nonZero: number[] | null = [];
 
   private constructor(private readonly core: VolumeCore, baseFd: number, baseSyncFd: number) {
     const shift = core.meta.grainShift;
@@ -253,11 +258,15 @@ export class SharedVolume {
     const words = Math.ceil(Math.ceil(core.meta.size / 2 ** shift) / 32);
     const shared = this.handle.shared;
     const want = Math.min(shared.maxByteLength, HEADER_BYTES + words * 4);
-    if (shared.byteLength < want) shared.grow(want);
+    try {
+      if (shared.byteLength < want) shared.grow(want);
+    } catch {
+      // Out of memory: grains past the bitmap forward to the main thread, which is always correct.
+    }
     const newest = core.layers.at(-1);
     const store = newest?.store ?? null;
     if (store !== this.tracked) {
-      this.bits.fill(0);
+      this.clear();
       this.tracked = store;
       if (store) this.copied(store, store.grains());
     }
@@ -271,7 +280,16 @@ export class SharedVolume {
     const bits = this.bits;
     for (const g of grains) {
       const word = Math.floor(g / 32);
-      if (word < bits.length) Atomics.or(bits, word, 1 << g % 32);
+      if (word >= bits.length || Atomics.or(bits, word, 1 << g % 32) !== 0 || !this.nonZero) continue;
+      this.nonZero.push(word);
+      if (this.nonZero.length > bits.length / 16) this.nonZero = null;
     }
+  }
+
+  /** Clears every bit (with no worker writing: the gate is closed to writes). */
+  private clear(): void {
+    if (this.nonZero) for (const word of this.nonZero) Atomics.store(this.bits, word, 0);
+    else this.bits.fill(0);
+    this.nonZero = [];
   }
 }
