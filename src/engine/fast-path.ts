@@ -14,13 +14,14 @@
  *   how many grains the newest checkpoint covers, and one bit per grain meaning "the newest
  *   checkpoint's store holds this grain, durably". Only the main thread changes anything but the
  *   two counters; every access is an Atomics operation (sequentially consistent), except the
- *   bitmap fill, which a closed gate orders (below).
+ *   bitmap's fill on a clear, which a closed gate orders (below).
  * - Gate ordering (Dekker): a worker increments its counter, then loads the state; Gate.close
  *   stores the state, then loads the counters (and waits, with Atomics.waitAsync, until both are
  *   zero). In the single total order of these operations, either the worker's load follows the
  *   closer's store (it sees "closed", decrements and forwards) or its increment precedes the
- *   closer's load (the closer waits for it). A worker's decrement to zero notifies when the gate
- *   is not open, so a waiting close wakes.
+ *   closer's load (the closer waits for it). A worker's decrement to zero notifies when it then
+ *   sees the gate not open; if it sees it open, the closer's store comes later in that order, so
+ *   the closer's load of the counter sees the decrement and it does not wait at all.
  * - Writes. A worker writes the base only with the gate open, inside the size, and when no grain
  *   of the range needs a copy: the grain is past what the newest checkpoint covers, or its bit is
  *   set. cow.ts sets a bit only after the copy's store batch is fdatasync'd (store.append resolved)
@@ -43,8 +44,8 @@
  *   follow a grow in every thread). sync grows it to the volume's size in grains, under the
  *   closed gate of expand, before it publishes the new size. The buffer's maximum (reserved
  *   address space, committed only as it grows) is 4 GiB of bits, 2^35 grains: 128 TiB at 4 KiB
- *   grains, more than the largest volume at the default 64 KiB. A grain past the bitmap (a larger
- *   volume) always forwards.
+ *   grains, 2 PiB at the default 64 KiB. A grain past the bitmap (a larger volume, or a grow that
+ *   failed) always forwards.
  * - Disabled: a closed volume (its fds are closed, and may be reused by the process) or an
  *   interrupted one (only a reopen may continue) sets "disabled" before its gate reopens; every
  *   method then forwards, and the main thread answers with the engine's error.
