@@ -7,12 +7,12 @@
  *   phase enters as a reader (cow.ts `overwrite`), so a cut does not wait for copies.
  * - closeAll(): reads wait too. Used by rollback and checkpoint deletion, which change what
  *   reads of the volume or of a checkpoint return.
- * Only one operation closes the gate at a time; callers serialise through the volume's Mutex.
  * - Shared (fast-path.ts): once worker threads serve the volume, the state is mirrored into shared
  *   memory and a close also waits for the workers' counters there; a worker increments its
  *   counter, then checks the state, and the close stores the state, then checks the counters, so
  *   one of them sees the other. `beforeOpen` brings the workers' view of the volume up to date
  *   before any of them may enter again.
+ * Only one operation closes the gate at a time; callers serialise through the volume's Mutex.
  */
 import { GateCode, GateWord } from './fast-path.js';
 

@@ -204,7 +204,8 @@ export class Volume {
   /**
    * What worker threads need to serve the live volume's fast path (fast-path.ts). The same handle
    * every time; it stays valid until the volume is closed (then its FastPath forwards everything).
-   * Off (every request goes to this Volume) when read-only or when the FileIO has no fds.
+   * Off (every request goes to this Volume) when read-only or when the FileIO has no fds; refused
+   * (CLOSED) on a closed volume.
    */
   fastPath(): FastPathHandle {
     const core = this.core;
