@@ -1,9 +1,10 @@
 /**
  * A worker thread for fast-path.test.ts, doing what the FUSE server's workers do: each write
  * first tries the fast path and, when it answers false, is forwarded to the main thread, whose
- * answer it waits for. Writes are sequential; write `seq` fills block blockOf(seq) with the stamp
- * (seq, block), so a checkpoint's content tells which write it holds. Every fourth request also
- * reads a block through the fast path and counts reads that are not one whole stamp (torn).
+ * answer it waits for. Each worker owns `count` blocks from `first` on; its writes are sequential,
+ * and its write `seq` fills block first + blockOf(seq, count) with the stamp (seq, block), so a
+ * checkpoint's content tells which write it holds. Every fourth request also reads one of its
+ * blocks through the fast path and counts reads that are not one whole stamp (torn).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { FastPath, type FastPathHandle } from '../../src/engine/index.js';
@@ -26,7 +27,8 @@ export const Ctl = {
 export interface WorkerData {
   readonly handle: FastPathHandle;
   readonly control: SharedArrayBuffer;
-  readonly blocks: number;
+  readonly first: number;
+  readonly count: number;
   readonly blockSize: number;
 }
 
@@ -61,7 +63,7 @@ function run(data: WorkerData): void {
   const ctl = new Int32Array(data.control);
   const readBuf = Buffer.alloc(data.blockSize);
   for (let seq = 1; Atomics.load(ctl, Ctl.Stop) === 0; seq++) {
-    const block = blockOf(seq, data.blocks);
+    const block = data.first + blockOf(seq, data.count);
     const fua = seq % 7 === 0;
     Atomics.store(ctl, Ctl.Issued, seq);
     if (fast.write(stamp(seq, block, data.blockSize), block * data.blockSize, fua)) {
@@ -76,7 +78,7 @@ function run(data: WorkerData): void {
     Atomics.store(ctl, Ctl.Completed, seq);
     Atomics.notify(ctl, Ctl.Completed);
     if (seq % 4 === 0) {
-      const other = blockOf(seq * 31, data.blocks);
+      const other = data.first + blockOf(seq * 31, data.count);
       if (fast.read(readBuf, other * data.blockSize)) {
         Atomics.add(ctl, Ctl.FastReads, 1);
         if (decode(readBuf, other) < 0) Atomics.add(ctl, Ctl.TornReads, 1);
