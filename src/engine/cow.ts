@@ -191,6 +191,7 @@ async function copyGrains(core: VolumeCore, store: CheckpointStore, grains: read
     i = j;
   }
   await store.append(items);
+  core.shared?.copied(store, grains); // durable now: worker threads may overwrite these grains
   core.counters.grainsCopied += grains.length;
   publish({ type: 'copy', dir: core.dir, grains: grains.length, bytes: grains.length * G });
 }

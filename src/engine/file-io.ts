@@ -8,6 +8,8 @@ import * as native from './native.js';
 
 export interface IoFile {
   readonly path: string;
+  /** The file descriptor, for worker threads' synchronous I/O (fast-path.ts); absent in wrappers. */
+  readonly fd?: number;
   /** Reads exactly `buf.length` bytes at `offset`; bytes past end of file read as zeros. */
   read(buf: Buffer, offset: number): Promise<void>;
   /** Writes all of `bufs`, back to back, starting at `offset`. */
@@ -95,7 +97,7 @@ function writeDirect(fd: number, buf: Buffer, offset: number): boolean {
 class NodeFile implements IoFile {
   constructor(
     readonly path: string,
-    private readonly fd: number,
+    readonly fd: number,
     /** Opened O_DSYNC: every write waits for the disk, so never on the calling thread. */
     private readonly dsync: boolean,
   ) {}

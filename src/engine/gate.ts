@@ -7,14 +7,31 @@
  *   phase enters as a reader (cow.ts `overwrite`), so a cut does not wait for copies.
  * - closeAll(): reads wait too. Used by rollback and checkpoint deletion, which change what
  *   reads of the volume or of a checkpoint return.
+ * - Shared (fast-path.ts): once worker threads serve the volume, the state is mirrored into shared
+ *   memory and a close also waits for the workers' counters there; a worker increments its
+ *   counter, then checks the state, and the close stores the state, then checks the counters, so
+ *   one of them sees the other. `beforeOpen` brings the workers' view of the volume up to date
+ *   before any of them may enter again.
  * Only one operation closes the gate at a time; callers serialise through the volume's Mutex.
  */
+import { GateCode, GateWord } from './fast-path.js';
+
+type State = 'open' | 'writes-closed' | 'all-closed';
+const codes: Record<State, GateCode> = { open: GateCode.Open, 'writes-closed': GateCode.WritesClosed, 'all-closed': GateCode.AllClosed };
+
 export class Gate {
   private writers = 0;
   private readers = 0;
-  private state: 'open' | 'writes-closed' | 'all-closed' = 'open';
+  private state: State = 'open';
   private reopened: Array<() => void> = [];
   private drained: (() => void) | null = null;
+  private shared: { words: Int32Array; beforeOpen: () => void } | null = null;
+
+  /** Mirrors the gate into workers' shared `words` from now on; `beforeOpen` runs before every reopening. */
+  share(words: Int32Array, beforeOpen: () => void): void {
+    this.shared = { words, beforeOpen };
+    Atomics.store(words, GateWord.State, codes[this.state]);
+  }
 
   async enterWrite(): Promise<void> {
     while (this.state !== 'open') await this.waitOpen();
@@ -46,6 +63,10 @@ export class Gate {
   }
 
   open(): void {
+    if (this.shared) {
+      this.shared.beforeOpen();
+      Atomics.store(this.shared.words, GateWord.State, GateCode.Open);
+    }
     this.state = 'open';
     const waiting = this.reopened;
     this.reopened = [];
@@ -55,11 +76,19 @@ export class Gate {
   private async close(state: 'writes-closed' | 'all-closed', onWait?: (writers: number, readers: number) => void): Promise<void> {
     if (this.state !== 'open') throw new Error('BUG: gate closed twice');
     this.state = state;
-    if (this.isDrained()) return;
-    onWait?.(this.writers, state === 'all-closed' ? this.readers : 0);
-    await new Promise<void>((resolve) => {
-      this.drained = resolve;
-    });
+    const words = this.shared?.words;
+    if (words) Atomics.store(words, GateWord.State, codes[state]);
+    const sides = state === 'all-closed' ? [GateWord.Writers, GateWord.Readers] : [GateWord.Writers];
+    const workers = (side: number): number => (words ? Atomics.load(words, side) : 0);
+    if (this.isDrained() && sides.every((side) => workers(side) === 0)) return;
+    onWait?.(this.writers + workers(GateWord.Writers), state === 'all-closed' ? this.readers + workers(GateWord.Readers) : 0);
+    if (!this.isDrained()) {
+      await new Promise<void>((resolve) => {
+        this.drained = resolve;
+      });
+    }
+    // Workers that enter from now on see the state and leave at once; wait for those inside.
+    if (words) for (const side of sides) await drainedSide(words, side);
   }
 
   private isDrained(): boolean {
@@ -76,5 +105,15 @@ export class Gate {
 
   private waitOpen(): Promise<void> {
     return new Promise((resolve) => this.reopened.push(resolve));
+  }
+}
+
+/** Waits until a shared counter is zero; a worker leaving notifies when it reaches zero (fast-path.ts). */
+async function drainedSide(words: Int32Array, side: number): Promise<void> {
+  for (;;) {
+    const n = Atomics.load(words, side);
+    if (n === 0) return;
+    const wait = Atomics.waitAsync(words, side, n);
+    if (wait.async) await wait.value;
   }
 }

@@ -24,6 +24,7 @@
  *   record (recovery.ts). Every step is idempotent for that reason.
  */
 import { EngineError, ErrorCode, fromSystemError } from './errors.js';
+import type { SharedVolume } from './fast-path.js';
 import type { FileIO, IoFile } from './file-io.js';
 import { CheckpointFlag, TxState, type CheckpointRecord, type VolumeMeta } from './format.js';
 import { Gate } from './gate.js';
@@ -113,6 +114,8 @@ export class VolumeCore {
   spare: Promise<CheckpointStore | null> | null = null;
   /** What open() finished (recovery.ts), for info(). */
   readonly recovered: string[] = [];
+  /** State shared with worker threads, once Volume.fastPath() was asked for (fast-path.ts). */
+  shared: SharedVolume | null = null;
 
   constructor(
     readonly dir: string,

@@ -37,7 +37,7 @@ import {
 } from './chain.js';
 import { flush, readInto, write, writeZeroes, type WriteOptions, type ZeroOptions } from './cow.js';
 import { EngineError, ErrorCode, fromSystemError } from './errors.js';
-import type { FastPathHandle } from './fast-path.js';
+import { SharedVolume, fastPathOff, type FastPathHandle } from './fast-path.js';
 import type { Extent } from './extents.js';
 import { nodeFileIO, type FileIO } from './file-io.js';
 import { CheckpointFlag, MAX_GRAIN_SHIFT, MIN_GRAIN_SHIFT, type VolumeMeta } from './format.js';
@@ -202,11 +202,16 @@ export class Volume {
   }
 
   /**
-   * What worker threads need to serve the live volume's fast path (fast-path.ts). Skeleton: the
-   * fast path is off, so every request goes to this Volume.
+   * What worker threads need to serve the live volume's fast path (fast-path.ts). The same handle
+   * every time; it stays valid until the volume is closed (then its FastPath forwards everything).
+   * Off (every request goes to this Volume) when read-only or when the FileIO has no fds; refused
+   * (CLOSED) on a closed volume.
    */
   fastPath(): FastPathHandle {
-    return { shared: new SharedArrayBuffer(0), baseFd: -1, baseSyncFd: -1 };
+    const core = this.core;
+    core.checkOpen();
+    core.shared ??= SharedVolume.attach(core);
+    return core.shared?.handle ?? fastPathOff();
   }
 
   /** Flushes, marks the volume clean and releases it. Waits for in-flight I/O. */

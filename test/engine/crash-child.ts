@@ -4,12 +4,14 @@
  * it completes an "ack" line. Pipe writes are synchronous on Linux, so every line written before
  * the SIGKILL reaches the parent, which mirrors the volume's state from them. Reads (checkpoint
  * reads among the concurrent writes, clones of a checkpoint or of the live volume) ack with the
- * sha256 of what they read, which the parent compares with its model.
+ * sha256 of what they read, which the parent compares with its model. Half the writes first try
+ * the worker threads' fast path (fast-path.ts, called synchronously here) and ack with `fast` when
+ * it took them.
  *
  *   node crash-child.js DIR SEED
  */
 import { rmSync } from 'node:fs';
-import { Volume } from '../../src/engine/index.js';
+import { FastPath, Volume } from '../../src/engine/index.js';
 import { pattern, seededRandom, sha256 } from './helpers.js';
 
 export type CrashEvent =
@@ -26,7 +28,7 @@ export type CrashEvent =
   | { e: 'prepare'; id: number; txid: string }
   | { e: 'commit'; id: number; txid: string }
   | { e: 'abort'; id: number; txid: string }
-  | { e: 'ack'; id: number; deferred?: boolean; sha?: string };
+  | { e: 'ack'; id: number; deferred?: boolean; sha?: string; fast?: boolean };
 
 function emit(event: CrashEvent): void {
   process.stdout.write(`${JSON.stringify(event)}\n`);
@@ -38,6 +40,7 @@ async function main(): Promise<void> {
   const seed = Number(seedArg);
   const rnd = seededRandom(seed);
   const vol = await Volume.open(dir);
+  const fast = new FastPath(vol.fastPath());
   emit({ e: 'ready' });
   let id = 0;
   let names = 0;
@@ -70,7 +73,12 @@ async function main(): Promise<void> {
             const wseed = Math.floor(rnd() * 2 ** 30) + 1;
             const fua = rnd() < 0.2;
             emit({ e: 'write', id: op, at, len, seed: wseed, fua });
-            await vol.write(at, pattern(wseed, len), { fua });
+            const data = pattern(wseed, len);
+            if (rnd() < 0.5 && fast.write(data, at, fua)) {
+              emit({ e: 'ack', id: op, fast: true });
+              return;
+            }
+            await vol.write(at, data, { fua });
           } else {
             emit({ e: 'trim', id: op, at, len });
             await vol.trim(at, len);

@@ -11,6 +11,8 @@
  *   internal checkpoint) read exactly the model's image, and a clone interrupted by the kill leaves
  *   no temporary checkpoint behind.
  * Then a new child continues on the same volume. Runs FLASHCSI_CRASH_KILLS kills (default 60).
+ * Half the child's writes go through the worker threads' fast path when it takes them
+ * (crash-child.ts); the test checks that some did.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -89,6 +91,8 @@ interface Cycle {
   ready: boolean;
   /** Checkpoint reads and clones acknowledged, each compared with the model. */
   reads: number;
+  /** Writes the fast path took. */
+  fastWrites: number;
 }
 
 type KillAim = 'time' | 'rollback' | 'delete' | 'commit' | 'abort' | 'cut' | 'clone';
@@ -103,7 +107,7 @@ function expectedRead(model: Model, op: Extract<Op, { e: 'readcp' } | { e: 'clon
 
 async function runChild(dir: string, seed: number, model: Model, aim: KillAim, rnd: () => number): Promise<Cycle> {
   const child = spawn(process.execPath, [CHILD, dir, String(seed)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const cycle: Cycle = { inflight: new Map(), ready: false, reads: 0 };
+  const cycle: Cycle = { inflight: new Map(), ready: false, reads: 0, fastWrites: 0 };
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
@@ -122,6 +126,7 @@ async function runChild(dir: string, seed: number, model: Model, aim: KillAim, r
       const op = cycle.inflight.get(ev.id);
       assert.ok(op, `ack for unknown operation ${ev.id}`);
       cycle.inflight.delete(ev.id);
+      if (ev.fast) cycle.fastWrites++;
       if (op.e === 'readcp' || op.e === 'clone') {
         assert.equal(ev.sha, sha256(expectedRead(model, op)), `${op.e} ${JSON.stringify(op)} read other bytes than the model's image`);
         cycle.reads++;
@@ -237,10 +242,12 @@ test('SIGKILL at random moments: checkpoints stay exact, acknowledged writes sta
   const covered: KillAim[] = ['rollback', 'delete', 'clone'];
   const wanted = Math.min(3, Math.floor(kills / 20));
   let reads = 0;
+  let fastWrites = 0;
   let kill = 0;
   const killOnce = async (aim: KillAim): Promise<void> => {
     const cycle = await runChild(dir, Math.floor(rnd() * 2 ** 30), model, aim, rnd);
     reads += cycle.reads;
+    fastWrites += cycle.fastWrites;
     const what = await verify(dir, model, cycle, ++kill);
     during.set(what, (during.get(what) ?? 0) + 1);
   };
@@ -254,7 +261,8 @@ test('SIGKILL at random moments: checkpoints stay exact, acknowledged writes sta
   } finally {
     t.cleanup();
   }
-  console.log(`crash test: ${kill} SIGKILLs, 0 violations; ${reads} checkpoint reads and clones matched the model; killed during: ${JSON.stringify(Object.fromEntries(during))}`);
+  console.log(`crash test: ${kill} SIGKILLs, 0 violations; ${reads} checkpoint reads and clones matched the model; ${fastWrites} writes through the fast path; killed during: ${JSON.stringify(Object.fromEntries(during))}`);
+  assert.ok(fastWrites > 0, 'no write went through the fast path');
   for (const op of covered) {
     assert.ok((during.get(op) ?? 0) >= wanted, `too few kills landed during a ${op}: ${JSON.stringify(Object.fromEntries(during))}`);
   }

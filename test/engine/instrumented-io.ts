@@ -1,7 +1,8 @@
 /**
  * A FileIO wrapper for tests: every file operation first calls a hook, which may count it, delay
  * it (to widen race windows) or throw (to inject ENOSPC/EIO at a chosen step). The wrapped calls
- * then reach the real file system.
+ * then reach the real file system. Files have no `fd` (so a volume's fast path stays off) unless
+ * `exposeFds` is set: then worker-side I/O (fast-path.ts) bypasses the hook.
  */
 import * as path from 'node:path';
 import { nodeFileIO, type FileIO, type IoFile, type OpenMode } from '../../src/engine/index.js';
@@ -41,7 +42,10 @@ export interface OpInfo {
 export type Hook = (info: OpInfo) => void | Promise<void>;
 
 class HookedFile implements IoFile {
-  constructor(private readonly inner: IoFile, private readonly hook: Hook) {}
+  readonly fd?: number;
+  constructor(private readonly inner: IoFile, private readonly hook: Hook, exposeFd: boolean) {
+    if (exposeFd && inner.fd !== undefined) this.fd = inner.fd;
+  }
   get path(): string {
     return this.inner.path;
   }
@@ -91,11 +95,11 @@ class HookedFile implements IoFile {
   }
 }
 
-export function instrumentedIO(hook: Hook, inner: FileIO = nodeFileIO): FileIO {
+export function instrumentedIO(hook: Hook, inner: FileIO = nodeFileIO, opts: { exposeFds?: boolean } = {}): FileIO {
   return {
     async open(file: string, mode: OpenMode) {
       await hook({ op: 'open', file, kind: kindOf(file), bytes: 0 });
-      return new HookedFile(await inner.open(file, mode), hook);
+      return new HookedFile(await inner.open(file, mode), hook, opts.exposeFds ?? false);
     },
     async rename(from, to) {
       await hook({ op: 'rename', file: to, kind: kindOf(to), bytes: 0 });
