@@ -7,11 +7,9 @@
  * observations, and every series carries the volume label.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { Volume } from '../../src/engine/index.js';
 import { pollUntil } from '../../src/host/poll.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -21,23 +19,14 @@ import { scrape } from '../../src/metrics/scrape.js';
 import { controlCall } from '../../src/nbd/control.js';
 import { controlSocketPath, serveVolume, type RunningServe } from '../../src/nbd/serve.js';
 import { tempDir } from '../engine/helpers.js';
+import { run, runOk } from '../nbd/helpers/fixture.js';
 import { parsePrometheusText, sampleValue, type PromFamily } from '../metrics/prom-text.js';
 
-const exec = promisify(execFile);
 const MiB = 1024 * 1024;
 const BLOCK = 64 * 1024;
 const BLOCKS = 48;
 const LABEL = 'pv-fuse-metrics';
 const OPS = ['read', 'write', 'flush', 'trim', 'write_zeroes'] as const;
-
-async function run(cmd: string, args: string[]): Promise<string> {
-  try {
-    return (await exec(cmd, args, { maxBuffer: 16 * MiB })).stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(' ')}: ${e.stderr ?? e.message}`, { cause: err });
-  }
-}
 
 describe("serve's FUSE I/O metrics", { timeout: 120_000 }, () => {
   const t = tempDir('fuse-metrics');
@@ -62,7 +51,7 @@ describe("serve's FUSE I/O metrics", { timeout: 120_000 }, () => {
   });
   after(async () => {
     try {
-      if (loop !== undefined) await exec('losetup', ['-d', loop]).catch(() => undefined);
+      if (loop !== undefined) await run('losetup', ['-d', loop]).catch(() => undefined);
       // udev may hold a just-detached loop device for a moment; serve's stop unmounts lazily anyway.
       await served.stop();
     } finally {
@@ -81,17 +70,18 @@ describe("serve's FUSE I/O metrics", { timeout: 120_000 }, () => {
 
   it('count the I/O done through the loop device, by operation and path', async () => {
     const mounted = await controlCall<{ file: string }>(controlSocketPath(socket), { op: 'fuse.mount', mountpoint: mnt }, 10_000);
-    loop = (await run('losetup', ['--find', '--show', '--direct-io=on', mounted.file])).trim();
+    loop = (await runOk('losetup', ['--find', '--show', '--direct-io=on', mounted.file])).trim();
     const before = await merged();
 
     const src = path.join(t.dir, 'data');
     fs.writeFileSync(src, Buffer.alloc(BLOCKS * BLOCK, 0x5a));
-    await run('dd', [`if=${src}`, `of=${loop}`, `bs=${BLOCK}`, `count=${BLOCKS}`, 'oflag=direct', 'conv=notrunc,fsync', 'status=none']);
-    await run('dd', [`if=${loop}`, 'of=/dev/null', `bs=${BLOCK}`, `count=${BLOCKS}`, 'iflag=direct', 'status=none']);
-    await run('blkdiscard', ['-o', String(4 * MiB), '-l', String(MiB), loop]);
-    await run('blkdiscard', ['-z', '-o', String(6 * MiB), '-l', String(MiB), loop]);
+    await runOk('dd', [`if=${src}`, `of=${loop}`, `bs=${BLOCK}`, `count=${BLOCKS}`, 'oflag=direct', 'conv=notrunc,fsync', 'status=none']);
+    await runOk('dd', [`if=${loop}`, 'of=/dev/null', `bs=${BLOCK}`, `count=${BLOCKS}`, 'iflag=direct', 'status=none']);
+    await runOk('blkdiscard', ['-o', String(4 * MiB), '-l', String(MiB), loop]);
+    await runOk('blkdiscard', ['-z', '-o', String(6 * MiB), '-l', String(MiB), loop]);
     // Plain allocation: a worker refuses it at once (EOPNOTSUPP), counted under write_zeroes.
-    await assert.rejects(run('fallocate', ['-o', '0', '-l', '4096', mounted.file]), /not supported/i);
+    const refused = await run('fallocate', ['-o', '0', '-l', '4096', mounted.file]);
+    assert.ok(refused.code !== 0 && /not supported/i.test(refused.stderr), refused.stderr);
     const after = await merged();
 
     const v = (f: Map<string, PromFamily>, name: string, labels: Record<string, string>): number => {
@@ -126,10 +116,10 @@ describe("serve's FUSE I/O metrics", { timeout: 120_000 }, () => {
       for (const s of fam.samples) assert.equal(s.labels['volume'], LABEL, `${s.name} ${JSON.stringify(s.labels)}`);
     }
 
-    await run('losetup', ['-d', loop]);
+    await runOk('losetup', ['-d', loop]);
     loop = undefined;
     // The counts run on after the export ends (serve keeps one set for all its mounts).
-    await pollUntil(() => run('umount', [mnt]).then(() => true, () => false), 10_000, `${mnt} to unmount`);
+    await pollUntil(async () => (await run('umount', [mnt])).code === 0, 10_000, `${mnt} to unmount`);
     const later = await merged();
     assert.equal(v(later, 'flashcsi_fuse_bytes_total', { op: 'write' }), v(after, 'flashcsi_fuse_bytes_total', { op: 'write' }));
   });
