@@ -56,7 +56,10 @@ export interface FuseStatsHandle {
   readonly boundsNs: readonly number[];
 }
 
-/** The index in FUSE_STAT_OPS of a data request's operation (FALLOCATE: by its mode); -1 for metadata. */
+/**
+ * The index in FUSE_STAT_OPS of a data request's operation, -1 for metadata. FALLOCATE: punch-hole
+ * is `trim`, any other mode `write_zeroes` (a refused plain allocation included, as an error).
+ */
 export function statOp(opcode: number, fallocateMode = 0): number {
   switch (opcode) {
     case Op.Read:

@@ -81,7 +81,7 @@ class Server {
   private readonly counter: FuseCounter;
   /** The request being answered: when it was read, and for a data request its stats.ts operation and bytes (reply() counts it). */
   private start = 0n;
-  private statOp = -1;
+  private countedOp = -1;
   private bytes = 0;
 
   constructor(
@@ -110,7 +110,7 @@ class Server {
       }
       const unique = this.req.readBigUInt64LE(InHeader.unique);
       this.start = process.hrtime.bigint();
-      this.statOp = -1;
+      this.countedOp = -1;
       this.bytes = 0;
       try {
         this.dispatch(this.req.readUInt32LE(InHeader.opcode), unique, n);
@@ -156,7 +156,7 @@ class Server {
       case Op.Opendir:
         return this.openReply(unique);
       case Op.Read: {
-        this.statOp = statOp(opcode);
+        this.countedOp = statOp(opcode);
         const offset = Number(req.readBigUInt64LE(arg + ReadIn.offset));
         const size = this.volumeSize();
         // The kernel asks for whole pages; the reply is short at the end of the file.
@@ -167,7 +167,7 @@ class Server {
         return this.post({ kind: 'request', request: { op: Op.Read, unique, start: this.start, offset, length } });
       }
       case Op.Write: {
-        this.statOp = statOp(opcode);
+        this.countedOp = statOp(opcode);
         if (this.data.readOnly) return this.reply(unique, Errno.EROFS, 0);
         const offset = Number(req.readBigUInt64LE(arg + WriteIn.offset));
         const length = req.readUInt32LE(arg + WriteIn.length);
@@ -180,12 +180,12 @@ class Server {
         return this.transfer({ kind: 'request', request: { op: Op.Write, unique, start: this.start, offset, data, fua } }, [data.buffer]);
       }
       case Op.Fsync:
-        this.statOp = statOp(opcode);
+        this.countedOp = statOp(opcode);
         if (this.data.readOnly || this.fast.flush()) return this.reply(unique, 0, 0);
         return this.post({ kind: 'request', request: { op: Op.Fsync, unique, start: this.start } });
       case Op.Fallocate: {
         const mode = req.readUInt32LE(arg + FallocateIn.mode);
-        this.statOp = statOp(opcode, mode);
+        this.countedOp = statOp(opcode, mode);
         if (this.data.readOnly) return this.reply(unique, Errno.EROFS, 0);
         // Trim (the loop device's discard) and zeroing that keeps the allocation (its write-zeroes).
         if (mode !== (Falloc.PunchHole | Falloc.KeepSize) && mode !== Falloc.ZeroRange && mode !== (Falloc.ZeroRange | Falloc.KeepSize)) {
@@ -286,7 +286,7 @@ class Server {
   private reply(unique: bigint, errno: number, bodyLength: number): void {
     writeOutHeader(this.out, unique, errno, bodyLength);
     // Counted before the reply goes out: whoever has seen a reply finds its request counted.
-    this.counter.answered(this.statOp, false, errno, this.bytes, this.start);
+    this.counter.answered(this.countedOp, false, errno, this.bytes, this.start);
     writeReply(this.data.fuseFd, this.out.subarray(0, OutHeader.size + bodyLength));
   }
 }
