@@ -38,6 +38,7 @@ export const TIERS: readonly Tier[] = [
       'test/csi/',
       'test/host/serve-process.test.ts',
       'test/fuse/wire.test.ts',
+      'test/fuse/stats.test.ts',
       'test/k8s/transaction-plan.test.ts',
       'test/k8s/agent-start.test.ts',
       'test/k8s/snapshot-contents.test.ts',

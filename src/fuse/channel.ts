@@ -4,6 +4,7 @@
  */
 import * as fs from 'node:fs';
 import type { FastPathHandle } from '../engine/fast-path.js';
+import type { FuseStatsHandle } from './stats.js';
 import type { Op } from './wire.js';
 
 /** The largest READ or WRITE the kernel may send (init_out.max_write; max_pages covers READ). */
@@ -19,14 +20,20 @@ export interface WorkerData {
   /** One Float64 slot: the volume size in bytes, kept current by the main thread. */
   readonly size: SharedArrayBuffer;
   readonly readOnly: boolean;
+  /** The I/O counters (stats.ts), which the workers add to. */
+  readonly stats: FuseStatsHandle;
 }
 
-/** A request the worker hands to the main thread; the main thread replies to `unique`. */
-export type Forwarded =
-  | { readonly op: typeof Op.Read; readonly unique: bigint; readonly offset: number; readonly length: number }
-  | { readonly op: typeof Op.Write; readonly unique: bigint; readonly offset: number; readonly data: Uint8Array; readonly fua: boolean }
-  | { readonly op: typeof Op.Fsync; readonly unique: bigint }
-  | { readonly op: typeof Op.Fallocate; readonly unique: bigint; readonly offset: number; readonly length: number; readonly mode: number };
+/**
+ * A request the worker hands to the main thread; the main thread replies to `unique`. `start`: the
+ * hrtime the worker read it at (its latency ends at the main thread's reply).
+ */
+export type Forwarded = { readonly unique: bigint; readonly start: bigint } & (
+  | { readonly op: typeof Op.Read; readonly offset: number; readonly length: number }
+  | { readonly op: typeof Op.Write; readonly offset: number; readonly data: Uint8Array; readonly fua: boolean }
+  | { readonly op: typeof Op.Fsync }
+  | { readonly op: typeof Op.Fallocate; readonly offset: number; readonly length: number; readonly mode: number }
+);
 
 /** Worker → main messages: a forwarded request, or a line for the log. */
 export type WorkerMessage = { readonly kind: 'request'; readonly request: Forwarded } | { readonly kind: 'log'; readonly msg: string; readonly fields?: object };

@@ -32,6 +32,9 @@
  *   still open (the loop device is attached) close() fails with BUSY naming the loop devices, and
  *   nothing changes: the operator (or the stager) detaches first. close({ lazy: true }) detaches
  *   the mount from the name space and resolves once the last holder has let go.
+ * - I/O counters (stats.ts): the workers and the main thread add to shared slots with Atomics as
+ *   they reply; the owner reads them at scrape time. A caller that mounts in turn (serve) passes
+ *   the same FuseStats each time, so its counts run on across remounts.
  * - Nothing here may do synchronous I/O on the mount from the main thread (a READ forwarded to the
  *   main thread would wait for itself); metadata never needs the main thread, so stat is safe.
  */
@@ -43,6 +46,7 @@ import { DISK_NAME, writeReply, type Forwarded, type WorkerData, type WorkerMess
 import { toFuseErrno } from './errno.js';
 import { FuseError } from './errors.js';
 import { mountFuse, unmountFuse } from './mount.js';
+import { FuseCounter, FuseStats, statOp } from './stats.js';
 import { Falloc, Op, OutHeader, WriteOut, writeOutHeader } from './wire.js';
 
 /** Worker threads by default (see the design notes). */
@@ -54,6 +58,8 @@ export interface FuseExportOptions {
   readonly volume: Volume;
   readonly workers?: number;
   readonly log?: (msg: string, fields?: object) => void;
+  /** Where to count the I/O; by default counters of this export's own, with no latency buckets. */
+  readonly stats?: FuseStats;
 }
 
 export interface FuseExport {
@@ -65,6 +71,8 @@ export interface FuseExport {
   close(opts?: { lazy?: boolean }): Promise<void>;
   /** Publishes the volume's current size to GETATTR (call after volume.expand). */
   resized(): void;
+  /** The I/O counters (the `stats` option's, or this export's own). */
+  readonly stats: FuseStats;
 }
 
 /** Mounts FUSE on `mountpoint` and serves the volume as `${mountpoint}/disk` until closed. */
@@ -78,9 +86,12 @@ export async function mountFuseExport(opts: FuseExportOptions): Promise<FuseExpo
   const size = new Float64Array(sizeSlot);
   size[0] = volume.size;
 
+  const stats = opts.stats ?? new FuseStats([]);
+  const counter = new FuseCounter(stats.handle);
+
   const fastPath = volume.fastPath();
   const fuseFd = mountFuse(mountpoint);
-  const data: WorkerData = { fuseFd, fastPath, size: sizeSlot, readOnly: volume.readOnly };
+  const data: WorkerData = { fuseFd, fastPath, size: sizeSlot, readOnly: volume.readOnly, stats: stats.handle };
   const inflight = new Set<Promise<void>>();
   let unmounted = false;
   let failed: unknown;
@@ -88,14 +99,16 @@ export async function mountFuseExport(opts: FuseExportOptions): Promise<FuseExpo
   const serve = async (req: Forwarded): Promise<void> => {
     size[0] = volume.size;
     let reply: Buffer;
+    let errno = 0;
     try {
       reply = await run(volume, req);
     } catch (err) {
-      const errno = toFuseErrno(err, req.op);
+      errno = toFuseErrno(err, req.op);
       log('FUSE request failed', { op: req.op, errno, error: err instanceof Error ? err.message : String(err) });
       reply = Buffer.alloc(OutHeader.size);
       writeOutHeader(reply, req.unique, errno, 0);
     }
+    counter.answered(statOp(req.op, req.op === Op.Fallocate ? req.mode : 0), true, errno, forwardedBytes(req, reply), req.start);
     try {
       writeReply(fuseFd, reply);
     } catch (err) {
@@ -163,6 +176,7 @@ export async function mountFuseExport(opts: FuseExportOptions): Promise<FuseExpo
   return {
     file,
     closed,
+    stats,
     resized: () => {
       size[0] = volume.size;
     },
@@ -209,6 +223,20 @@ async function run(volume: Volume, req: Forwarded): Promise<Buffer> {
       if ((req.mode & Falloc.PunchHole) !== 0) await volume.trim(req.offset, req.length);
       else await volume.writeZeroes(req.offset, req.length, { noHole: true });
       return header(req.unique);
+  }
+}
+
+/** The bytes a forwarded request covered: what its reply carries for a read, the range otherwise. */
+function forwardedBytes(req: Forwarded, reply: Buffer): number {
+  switch (req.op) {
+    case Op.Read:
+      return reply.length - OutHeader.size;
+    case Op.Write:
+      return req.data.byteLength;
+    case Op.Fsync:
+      return 0;
+    case Op.Fallocate:
+      return req.length;
   }
 }
 

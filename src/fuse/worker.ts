@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { FastPath } from '../engine/fast-path.js';
 import { DISK_ID, DISK_NAME, MAX_IO, writeReply, type WorkerData, type WorkerMessage } from './channel.js';
+import { FuseCounter, statOp } from './stats.js';
 import {
   Attr,
   AttrOut,
@@ -77,6 +78,11 @@ class Server {
   private readonly fast: FastPath;
   private readonly size: Float64Array;
   private readonly created = BigInt(Math.floor(Date.now() / 1000));
+  private readonly counter: FuseCounter;
+  /** The request being answered: when it was read, and for a data request its stats.ts operation and bytes (reply() counts it). */
+  private start = 0n;
+  private countedOp = -1;
+  private bytes = 0;
 
   constructor(
     private readonly data: WorkerData,
@@ -85,6 +91,7 @@ class Server {
   ) {
     this.fast = new FastPath(data.fastPath);
     this.size = new Float64Array(data.size);
+    this.counter = new FuseCounter(data.stats);
   }
 
   /** Serves until the file system goes away. */
@@ -102,6 +109,9 @@ class Server {
         throw err;
       }
       const unique = this.req.readBigUInt64LE(InHeader.unique);
+      this.start = process.hrtime.bigint();
+      this.countedOp = -1;
+      this.bytes = 0;
       try {
         this.dispatch(this.req.readUInt32LE(InHeader.opcode), unique, n);
       } catch (err) {
@@ -146,38 +156,44 @@ class Server {
       case Op.Opendir:
         return this.openReply(unique);
       case Op.Read: {
+        this.countedOp = statOp(opcode);
         const offset = Number(req.readBigUInt64LE(arg + ReadIn.offset));
         const size = this.volumeSize();
         // The kernel asks for whole pages; the reply is short at the end of the file.
         const length = Math.max(0, Math.min(req.readUInt32LE(arg + ReadIn.length), size - offset));
+        this.bytes = length;
         if (length === 0) return this.reply(unique, 0, 0);
         if (this.fast.read(this.out.subarray(OutHeader.size, OutHeader.size + length), offset)) return this.reply(unique, 0, length);
-        return this.post({ kind: 'request', request: { op: Op.Read, unique, offset, length } });
+        return this.post({ kind: 'request', request: { op: Op.Read, unique, start: this.start, offset, length } });
       }
       case Op.Write: {
+        this.countedOp = statOp(opcode);
         if (this.data.readOnly) return this.reply(unique, Errno.EROFS, 0);
         const offset = Number(req.readBigUInt64LE(arg + WriteIn.offset));
         const length = req.readUInt32LE(arg + WriteIn.length);
         const fua = (req.readUInt32LE(arg + WriteIn.flags) & OpenFlag.Dsync) !== 0;
         const start = arg + WriteIn.size;
+        this.bytes = length;
         if (this.fast.write(req.subarray(start, start + length), offset, fua)) return this.writeReply(unique, length);
         const data = new Uint8Array(length);
         data.set(req.subarray(start, start + length));
-        return this.transfer({ kind: 'request', request: { op: Op.Write, unique, offset, data, fua } }, [data.buffer]);
+        return this.transfer({ kind: 'request', request: { op: Op.Write, unique, start: this.start, offset, data, fua } }, [data.buffer]);
       }
       case Op.Fsync:
+        this.countedOp = statOp(opcode);
         if (this.data.readOnly || this.fast.flush()) return this.reply(unique, 0, 0);
-        return this.post({ kind: 'request', request: { op: Op.Fsync, unique } });
+        return this.post({ kind: 'request', request: { op: Op.Fsync, unique, start: this.start } });
       case Op.Fallocate: {
-        if (this.data.readOnly) return this.reply(unique, Errno.EROFS, 0);
         const mode = req.readUInt32LE(arg + FallocateIn.mode);
+        this.countedOp = statOp(opcode, mode);
+        if (this.data.readOnly) return this.reply(unique, Errno.EROFS, 0);
         // Trim (the loop device's discard) and zeroing that keeps the allocation (its write-zeroes).
         if (mode !== (Falloc.PunchHole | Falloc.KeepSize) && mode !== Falloc.ZeroRange && mode !== (Falloc.ZeroRange | Falloc.KeepSize)) {
           return this.reply(unique, Errno.EOPNOTSUPP, 0);
         }
         const offset = Number(req.readBigUInt64LE(arg + FallocateIn.offset));
         const length = Number(req.readBigUInt64LE(arg + FallocateIn.length));
-        return this.post({ kind: 'request', request: { op: Op.Fallocate, unique, offset, length, mode } });
+        return this.post({ kind: 'request', request: { op: Op.Fallocate, unique, start: this.start, offset, length, mode } });
       }
       case Op.Statfs:
         return this.statfs(unique);
@@ -269,6 +285,8 @@ class Server {
   /** Writes the reply whose body is already in `out` after the header. */
   private reply(unique: bigint, errno: number, bodyLength: number): void {
     writeOutHeader(this.out, unique, errno, bodyLength);
+    // Counted before the reply goes out: whoever has seen a reply finds its request counted.
+    this.counter.answered(this.countedOp, false, errno, this.bytes, this.start);
     writeReply(this.data.fuseFd, this.out.subarray(0, OutHeader.size + bodyLength));
   }
 }

@@ -2,8 +2,9 @@
  * Prometheus metrics (prom-client). This folder depends on prom-client only: the engine, nbd, csi
  * and k8s layers import it, never the other way round. names.ts holds every metric's name.
  */
-export { ALL_METRICS, Metric, NBD_OPS, type MetricDef, type MetricType } from './names.js';
+export { ALL_METRICS, FUSE_LATENCY_BUCKETS, Metric, NBD_OPS, type MetricDef, type MetricType } from './names.js';
 export { registerCollected, type FamilyJSON, type Sample } from './families.js';
+export { registerFuseIo, type FuseOpCounts } from './fuse.js';
 export { NbdIoMetrics, type NbdRequestObserver, type NbdServerGauges } from './nbd.js';
 export { EngineMetrics } from './engine.js';
 export { CsiCallMetrics, splitMethod, type CallObserver } from './csi.js';

@@ -32,6 +32,9 @@ export const NBD_LATENCY_BUCKETS: readonly number[] = [
   0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 ];
 
+/** FUSE request latency buckets: the NBD ones, so the two attach paths compare on one dashboard. */
+export const FUSE_LATENCY_BUCKETS: readonly number[] = NBD_LATENCY_BUCKETS;
+
 /** Checkpoint cut latency buckets, in seconds: 100 µs … 10 s (drain of in-flight writes + one metadata update). */
 export const CUT_LATENCY_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -66,6 +69,28 @@ export const Metric = {
   nbdInflight: def('serve', 'gauge', 'flashcsi_nbd_inflight_requests', ['volume'], 'NBD requests being processed now.'),
   nbdConnections: def('serve', 'gauge', 'flashcsi_nbd_connections', ['volume'], 'Open NBD client connections.'),
   nbdConnectionsAccepted: def('serve', 'counter', 'flashcsi_nbd_connections_accepted_total', ['volume'], 'NBD client connections accepted.'),
+  fuseRequests: def(
+    'serve',
+    'counter',
+    'flashcsi_fuse_requests_total',
+    ['volume', 'op', 'path'],
+    "Requests the volume's FUSE file answered, by operation and by path: fast (a worker thread, on the engine's fast path) or forwarded (the main thread); errors included.",
+  ),
+  fuseRequestErrors: def('serve', 'counter', 'flashcsi_fuse_request_errors_total', ['volume', 'op'], "Requests the volume's FUSE file answered with an error, by operation."),
+  fuseBytes: def(
+    'serve',
+    'counter',
+    'flashcsi_fuse_bytes_total',
+    ['volume', 'op'],
+    "Bytes covered by successful requests to the volume's FUSE file: data read and written; for trim and write_zeroes, the length of the range.",
+  ),
+  fuseRequestDuration: def(
+    'serve',
+    'histogram',
+    'flashcsi_fuse_request_duration_seconds',
+    ['volume', 'op'],
+    "Time from a FUSE worker reading a request off /dev/fuse to its reply being written, by operation.",
+  ),
   checkpoints: def('serve', 'gauge', 'flashcsi_checkpoints', ['volume'], 'Checkpoints (snapshots) the volume holds, internal transaction checkpoints excluded.'),
 
   // ── Engine events: serve processes, and the plugin for volumes it opens itself ──────────────

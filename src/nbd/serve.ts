@@ -5,8 +5,8 @@
  * both in the volume's serve.json. Stopping finishes in-flight requests, flushes, and closes the
  * volume cleanly.
  *
- * Metrics: the process keeps its own prom-client registry (NBD requests, bytes and latency by
- * operation, connections, engine events, checkpoints), every series labelled `volume`, and answers
+ * Metrics: the process keeps its own prom-client registry (NBD and FUSE requests, bytes and
+ * latency by operation, connections, engine events, checkpoints), every series labelled `volume`, and answers
  * the control op `metrics` with it; the CSI plugin merges them into its /metrics.
  */
 import * as path from 'node:path';
@@ -15,9 +15,11 @@ import { Volume } from '../engine/index.js';
 import type { Logger } from '../log/logger.js';
 import { EngineMetrics } from '../metrics/engine.js';
 import { registerCollected } from '../metrics/families.js';
-import { Metric } from '../metrics/names.js';
+import { registerFuseIo } from '../metrics/fuse.js';
+import { FUSE_LATENCY_BUCKETS, Metric } from '../metrics/names.js';
 import { NbdIoMetrics } from '../metrics/nbd.js';
 import { mountFuseExport, type FuseExport } from '../fuse/export.js';
+import { FuseStats } from '../fuse/stats.js';
 import { ControlError, removeServeInfo, startControlServer, writeServeInfo, type ControlServer, type ServeInfo } from './control.js';
 import { observeEngine } from './engine-metrics.js';
 import { NbdServer, ensurePrivateDir } from './server.js';
@@ -51,10 +53,12 @@ export function controlSocketPath(socket: string): string {
  * The volume's FUSE export (src/fuse), mounted when the plugin asks (control op `fuse.mount`):
  * at most one mountpoint at a time. Asking again for the same mountpoint while it is mounted
  * answers the same file (a retried stage); the export ends when the plugin unmounts it, or when
- * serve stops (a lazy unmount then, if a loop device still holds the file).
+ * serve stops (a lazy unmount then, if a loop device still holds the file). Every export counts its
+ * I/O into the same `stats`, so the volume's FUSE series run on across remounts.
  */
 class FuseMounts {
   #current: { readonly mountpoint: string; readonly export: FuseExport } | null = null;
+  readonly stats = new FuseStats(FUSE_LATENCY_BUCKETS);
 
   constructor(
     private readonly volume: Volume,
@@ -67,7 +71,7 @@ class FuseMounts {
       if (current.mountpoint !== mountpoint) throw new ControlError('FAILED_PRECONDITION', `the volume's FUSE file is already mounted on ${current.mountpoint}`);
       return { file: current.export.file, pid: process.pid };
     }
-    const exported = await mountFuseExport({ mountpoint, volume: this.volume, log: (msg, fields) => this.log.info(fields ?? {}, msg) });
+    const exported = await mountFuseExport({ mountpoint, volume: this.volume, stats: this.stats, log: (msg, fields) => this.log.info(fields ?? {}, msg) });
     const entry = { mountpoint, export: exported };
     this.#current = entry;
     void exported.closed.then(() => {
@@ -106,6 +110,7 @@ export async function serveVolume(opts: ServeOptions): Promise<RunningServe> {
   registerCollected(registry, Metric.checkpoints, () => [{ labels: { volume: label }, value: volume.checkpoints().length }]);
   let control: ControlServer | undefined;
   const fuse = new FuseMounts(volume, log);
+  registerFuseIo(registry, label, () => fuse.stats.snapshot());
   try {
     await nbd.listenUnix(opts.socket);
     let listen: string | undefined;

@@ -14,7 +14,8 @@ import { after, before, describe, it } from 'node:test';
 import { Registry } from 'prom-client';
 import { MapExportProvider, MemoryExport, NbdServer } from '../../src/nbd/index.js';
 import { ControlError, controlCall } from '../../src/nbd/control.js';
-import { ALL_METRICS, Metric, NBD_OPS } from '../../src/metrics/names.js';
+import { ALL_METRICS, FUSE_LATENCY_BUCKETS, Metric, NBD_OPS } from '../../src/metrics/names.js';
+import { registerFuseIo } from '../../src/metrics/fuse.js';
 import { CoordinatorMetrics } from '../../src/metrics/coordinator.js';
 import { EngineMetrics } from '../../src/metrics/engine.js';
 import { bucketIndex } from '../../src/metrics/families.js';
@@ -162,6 +163,16 @@ async function volumeJson(volume: string, writes: number, copied: number): Promi
   const io = new NbdIoMetrics();
   for (let i = 0; i < writes; i++) io.observe(1, 4096, 0.0002, true);
   io.register(r, volume, { connections: () => 1, inflight: () => 0, accepted: () => 1 });
+  // As serve reads its FUSE counters (src/fuse/stats.ts): `writes` 4 KiB writes, all forwarded.
+  const buckets = new Float64Array(FUSE_LATENCY_BUCKETS.length + 1);
+  buckets[4] = writes;
+  registerFuseIo(r, volume, () =>
+    ['read', 'write', 'flush', 'trim', 'write_zeroes'].map((op) =>
+      op === 'write'
+        ? { op, fast: 0, forwarded: writes, errors: 0, bytes: writes * 4096, seconds: writes * 0.0002, buckets }
+        : { op, fast: 0, forwarded: 0, errors: 0, bytes: 0, seconds: 0, buckets: new Float64Array(FUSE_LATENCY_BUCKETS.length + 1) },
+    ),
+  );
   const engine = new EngineMetrics(r);
   engine.zero(volume);
   if (copied > 0) engine.copied(volume, copied, copied * 65536);
@@ -198,6 +209,10 @@ describe('scrape(): merging the plugin and its volumes', () => {
     assert.equal(sampleValue(fams, 'flashcsi_cow_copied_grains_total', { volume: 'a' }), 5, "the volume's 3 and the plugin's 2");
     assert.equal(sampleValue(fams, 'flashcsi_cow_copied_grains_total', { volume: 'b' }), 0);
     assert.equal(sampleValue(fams, 'flashcsi_nbd_request_duration_seconds_count', { volume: 'b', op: 'write' }), 7);
+    assert.equal(sampleValue(fams, 'flashcsi_fuse_requests_total', { volume: 'a', op: 'write', path: 'forwarded' }), 5);
+    assert.equal(sampleValue(fams, 'flashcsi_fuse_bytes_total', { volume: 'b', op: 'write' }), 7 * 4096);
+    assert.equal(sampleValue(fams, 'flashcsi_fuse_request_duration_seconds_bucket', { volume: 'b', op: 'write', le: String(FUSE_LATENCY_BUCKETS[4]) }), 7);
+    assert.equal(sampleValue(fams, 'flashcsi_fuse_request_duration_seconds_count', { volume: 'a', op: 'write' }), 5);
     assert.equal(sampleValue(fams, 'flashcsi_scrape_errors_total', { volume: 'hung' }), 1);
     assert.equal(sampleValue(fams, 'flashcsi_csi_requests_total', { grpc_service: 'csi.v1.Node', grpc_method: 'NodeStageVolume', grpc_code: 'OK' }), 1, "a source's family of a local name is dropped");
     assert.equal(sampleValue(fams, 'flashcsi_csi_request_duration_seconds_count', { grpc_method: 'NodeStageVolume' }), 1);

@@ -1,8 +1,9 @@
 /**
  * /metrics of a real `flashcsi plugin --metrics-address 127.0.0.1:<port>` process, scraped with a
  * real HTTP client: two block volumes created and staged through CSI calls (each with its own
- * `flashcsi serve` process), I/O through their NBD sockets with qemu-io, a checkpoint cut through
- * CreateSnapshot, copy-on-write writes after it. The per-volume counters move by what was done,
+ * `flashcsi serve` process), I/O through their NBD sockets with qemu-io and through a staged block
+ * device with dd, a checkpoint cut through CreateSnapshot, copy-on-write writes after it. The
+ * device's I/O shows in the series of its attach method: serve's FUSE file (serve-fuse) or NBD. The per-volume counters move by what was done,
  * each volume under its own label; the CSI call counters count the calls made; the whole exposition
  * passes the strict text checker. Then one volume's serve process is SIGKILLed: the scrape still
  * answers, without that volume, and counts the failure.
@@ -94,6 +95,10 @@ describe('plugin /metrics with two staged volumes', { timeout: 240_000 }, () => 
     await qemuIo(p, 'mv-a', 'write -P 0x22 0 512k', 'flush');
     // Volume b: 2 MiB in two writes, 1 MiB read; no checkpoint, so no copies.
     await qemuIo(p, 'mv-b', 'write -P 0x33 0 1M', 'write -P 0x44 1M 1M', 'read -P 0x44 1M 1M');
+    // And 1 MiB through b's staged device, in 16 direct writes, then an fsync.
+    const attachment = stageRecord(p, 'mv-b').attachment;
+    assert.ok(attachment !== null, 'mv-b is attached');
+    await exec('dd', ['if=/dev/urandom', `of=${attachment.device}`, 'bs=64k', 'count=16', 'seek=32', 'oflag=direct', 'conv=notrunc,fsync', 'status=none']);
     const after = await scrapeOk();
 
     const delta = (name: string, volume: string, op: string): number => nbd(after, name, volume, op) - nbd(before, name, volume, op);
@@ -101,7 +106,24 @@ describe('plugin /metrics with two staged volumes', { timeout: 240_000 }, () => 
     assert.ok(delta('flashcsi_nbd_requests_total', 'mv-a', 'write') >= 2, 'a: write requests');
     assert.ok(delta('flashcsi_nbd_bytes_total', 'mv-a', 'read') >= 64 * 1024, 'a: bytes read');
     assert.ok(delta('flashcsi_nbd_requests_total', 'mv-a', 'flush') >= 2, 'a: flushes');
-    assert.ok(delta('flashcsi_nbd_bytes_total', 'mv-b', 'write') >= 2 * MiB, 'b: bytes written');
+    if (attachment.method === 'serve-fuse') {
+      // No NBD on that path: serve's own FUSE file carries the device's I/O.
+      const fuse = (name: string, labels: Record<string, string>): number => {
+        const at = (f: Map<string, PromFamily>): number => {
+          const v = sampleValue(f, name, { volume: 'mv-b', ...labels });
+          assert.ok(v !== undefined, `${name}{volume=mv-b,${JSON.stringify(labels)}} present`);
+          return v;
+        };
+        return at(after) - at(before);
+      };
+      assert.ok(fuse('flashcsi_fuse_bytes_total', { op: 'write' }) >= MiB, 'b: bytes written through the FUSE file');
+      assert.ok(fuse('flashcsi_fuse_requests_total', { op: 'write', path: 'fast' }) + fuse('flashcsi_fuse_requests_total', { op: 'write', path: 'forwarded' }) >= 16, 'b: its write requests');
+      assert.ok(fuse('flashcsi_fuse_request_duration_seconds_count', { op: 'flush' }) >= 1, "b: dd's fsync");
+      assert.ok(sampleValue(after, 'flashcsi_fuse_bytes_total', { volume: 'mv-a', op: 'write' }) !== undefined, "a's FUSE series too");
+      assert.ok(delta('flashcsi_nbd_bytes_total', 'mv-b', 'write') >= 2 * MiB, 'b: bytes written by qemu-io');
+    } else {
+      assert.ok(delta('flashcsi_nbd_bytes_total', 'mv-b', 'write') >= 3 * MiB, "b: bytes written by qemu-io and through the device's NBD connection");
+    }
     assert.ok(delta('flashcsi_nbd_requests_total', 'mv-b', 'write') >= 2, 'b: write requests');
     assert.ok(delta('flashcsi_nbd_bytes_total', 'mv-b', 'read') >= MiB, 'b: bytes read');
     for (const volume of VOLUMES) {
@@ -112,8 +134,9 @@ describe('plugin /metrics with two staged volumes', { timeout: 240_000 }, () => 
           `${volume} ${op}: one latency observation per request`,
         );
       }
-      // Staged through serve-fuse (the default here), so qemu-io's are the only NBD connections.
-      assert.ok((perVolume(after, 'flashcsi_nbd_connections_accepted_total', volume) ?? 0) >= 1, `${volume}: qemu-io's connection`);
+      // qemu-io's connection, and nbdfuse's or the kernel's unless serve serves the FUSE file itself.
+      const connections = stageRecord(p, volume).attachment?.method === 'serve-fuse' ? 1 : 2;
+      assert.ok((perVolume(after, 'flashcsi_nbd_connections_accepted_total', volume) ?? 0) >= connections, `${volume}: the NBD connections`);
       assert.ok(perVolume(after, 'flashcsi_nbd_inflight_requests', volume) !== undefined);
     }
     assert.ok((nbd(after, 'flashcsi_nbd_request_duration_seconds_sum', 'mv-a', 'write') as number) > 0);
