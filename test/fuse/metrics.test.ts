@@ -96,6 +96,9 @@ describe("serve's FUSE I/O metrics", { timeout: 120_000 }, () => {
     assert.ok(requests('write') >= BLOCKS, 'one write request per direct block at least');
     assert.ok(delta('flashcsi_fuse_bytes_total', { op: 'read' }) >= BLOCKS * BLOCK, 'bytes read');
     assert.ok(requests('read') >= BLOCKS);
+    // No checkpoint: the engine's fast path takes live reads and writes in the workers.
+    assert.ok(delta('flashcsi_fuse_requests_total', { op: 'write', path: 'fast' }) >= BLOCKS, 'writes answered by the workers');
+    assert.ok(delta('flashcsi_fuse_requests_total', { op: 'read', path: 'fast' }) >= BLOCKS, 'reads answered by the workers');
     assert.ok(requests('flush') >= 1, "dd's fsync reached the file as FSYNC");
     assert.ok(delta('flashcsi_fuse_bytes_total', { op: 'trim' }) >= MiB, 'the discarded range');
     assert.ok(delta('flashcsi_fuse_bytes_total', { op: 'write_zeroes' }) >= MiB, 'the zeroed range');
