@@ -25,7 +25,7 @@
  *
  * Every fsync travels ext4 → loop → FUSE FSYNC (serve) → fdatasync of the base image → node ext4
  * → loop → FUSE → nbdfuse → NBD FLUSH; the disk counts FLUSHes, and each cycle must see some while
- * the writer runs. FLASHCSI_SERVE_FUSE_POWER_CUTS sets the cycles (default 8), FLASHCSI_SEED the
+ * the writer runs. FLASHCSI_SERVE_FUSE_POWER_CUTS sets the cycles (default 6), FLASHCSI_SEED the
  * first seed.
  */
 import assert from 'node:assert/strict';
@@ -36,7 +36,6 @@ import { mkdtemp } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import * as readline from 'node:readline';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Volume } from '../../src/engine/index.js';
@@ -49,7 +48,7 @@ import { serveLauncher, type ServeProcess } from '../../src/host/serve-process.j
 import { controlCall } from '../../src/nbd/control.js';
 import { BIN } from '../csi/plugin-process.js';
 import { seededRandom } from '../engine/helpers.js';
-import { exec } from './helpers.js';
+import { exec, lines, quiet } from './helpers.js';
 
 const require = createRequire(import.meta.url);
 const koffi = require('koffi') as typeof import('koffi');
@@ -60,24 +59,6 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const DISK = 256 * 1024 * 1024;
 const VOLUME = 64 * 1024 * 1024;
 const TIMEOUT = 60_000;
-
-interface LineReader {
-  next(): Promise<Record<string, unknown> | undefined>;
-}
-
-function lines(stream: NodeJS.ReadableStream): LineReader {
-  const it = readline.createInterface({ input: stream })[Symbol.asyncIterator]();
-  return {
-    async next() {
-      const r = await it.next();
-      return r.done === true ? undefined : (JSON.parse(r.value) as Record<string, unknown>);
-    },
-  };
-}
-
-async function quiet(cmd: string, args: string[]): Promise<void> {
-  await exec(cmd, args).catch(() => undefined);
-}
 
 /** Unmounts; a mount whose device fails every request may refuse, and is then detached lazily. */
 async function unmount(mnt: string): Promise<void> {
@@ -295,6 +276,10 @@ async function oneCycle(cycle: number, seed: number, figures: Figures): Promise<
     await exec('umount', [dirs.node2]);
     mounts.pop();
     await e2fsckClean(imageLoop, `${where}: the node's ext4`);
+  } catch (err) {
+    // Every failure names its cycle and seed, also one from a step that does not say it.
+    if (err instanceof Error && !err.message.includes(`(seed ${seed})`)) err.message = `${where}: ${err.message}`;
+    throw err;
   } finally {
     writer?.kill('SIGKILL');
     if (serve !== undefined && isProcessAlive(serve.process)) process.kill(serve.process.pid, 'SIGKILL');
@@ -316,7 +301,7 @@ async function oneCycle(cycle: number, seed: number, figures: Figures): Promise<
 }
 
 test('power loss under serve-fuse (volatile node disk, serve SIGKILLed): every file fsynced reads back, checkpoints open, both ext4 clean', async () => {
-  const cycles = Number(process.env.FLASHCSI_SERVE_FUSE_POWER_CUTS ?? 8);
+  const cycles = Number(process.env.FLASHCSI_SERVE_FUSE_POWER_CUTS ?? 6);
   const base = Number(process.env.FLASHCSI_SEED ?? Date.now() % 2 ** 31);
   const figures: Figures = { durable: 0, checked: 0, checkpoints: 0, flushes: 0, writerFlushes: 0, dirty: 0, kept: 0, writebacks: 0 };
   const t0 = Date.now();
