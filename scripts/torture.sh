@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 : "${FLASHCSI_NBD_CRASH_KILLS:=200}"       # flashcsi serve SIGKILLs under fio (CI: 30)
 : "${FLASHCSI_POWER_CUTS:=4000}"           # simulated power cuts at the file-system boundary (CI: 400)
 : "${FLASHCSI_DEVICE_POWER_CUTS:=40}"      # power cuts of a volatile NBD disk under ext4 (CI: 4)
+: "${FLASHCSI_SERVE_FUSE_POWER_CUTS:=40}" # the same under serve-fuse, serve SIGKILLed with the power (CI: 6)
 : "${FLASHCSI_MODEL_RUNS:=1500}"           # model-based engine runs (CI: 150)
 : "${FLASHCSI_FASTPATH_OPS:=600}"          # main-thread cuts/deletes/rollbacks under worker fast-path writes (CI: 60)
 : "${FLASHCSI_CORRUPTION_RUNS:=3000}"      # metadata/store corruptions (CI: 300)
@@ -20,8 +21,13 @@ cd "$(dirname "$0")/.."
 : "${FLASHCSI_SOAK_VOLUMES:=50}"           # volumes served at once in the soak (CI: 50)
 : "${FLASHCSI_SOAK_SECONDS:=600}"          # soak duration (CI: 60)
 : "${FLASHCSI_KERNEL_KILLS:=50}"           # serve SIGKILLs under a real kernel's nbd client, qemu guest (CI: 0; the plugin's 2 kills run in both)
+<<<<<<< HEAD
 export FLASHCSI_CRASH_KILLS FLASHCSI_NBD_CRASH_KILLS FLASHCSI_POWER_CUTS FLASHCSI_DEVICE_POWER_CUTS \
   FLASHCSI_MODEL_RUNS FLASHCSI_FASTPATH_OPS FLASHCSI_CORRUPTION_RUNS FLASHCSI_NBD_FUZZ_RUNS FLASHCSI_CSI_FUZZ_RUNS \
+=======
+export FLASHCSI_CRASH_KILLS FLASHCSI_NBD_CRASH_KILLS FLASHCSI_POWER_CUTS FLASHCSI_DEVICE_POWER_CUTS FLASHCSI_SERVE_FUSE_POWER_CUTS \
+  FLASHCSI_MODEL_RUNS FLASHCSI_CORRUPTION_RUNS FLASHCSI_NBD_FUZZ_RUNS FLASHCSI_CSI_FUZZ_RUNS \
+>>>>>>> serve-fuse-power-loss
   FLASHCSI_RESTARTS FLASHCSI_SUPERVISED_KILLS FLASHCSI_SOAK_VOLUMES FLASHCSI_SOAK_SECONDS FLASHCSI_KERNEL_KILLS
 
 STAGES=(
@@ -29,6 +35,7 @@ STAGES=(
   "serve crash|FLASHCSI_NBD_CRASH_KILLS|test/serve/crash.test.js"
   "power loss (simulated disk)|FLASHCSI_POWER_CUTS|test/engine/power-loss.test.js"
   "power loss (volatile NBD disk + ext4)|FLASHCSI_DEVICE_POWER_CUTS|test/reliability/power-loss.test.js"
+  "power loss under serve-fuse|FLASHCSI_SERVE_FUSE_POWER_CUTS|test/reliability/serve-fuse-power-loss.test.js"
   "engine model|FLASHCSI_MODEL_RUNS|test/engine/model.test.js"
   "worker fast path|FLASHCSI_FASTPATH_OPS|test/engine/fast-path.test.js"
   "metadata corruption|FLASHCSI_CORRUPTION_RUNS|test/engine/corruption.test.js"

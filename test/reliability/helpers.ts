@@ -1,7 +1,7 @@
 /**
- * Shared pieces of the reliability tests: the workload process (workload.ts) on a mounted volume,
- * mount-flag and file-system checks, process sampling (RSS, open descriptors, sockets), and
- * read-only fsck of a volume's image.
+ * Shared pieces of the reliability tests: JSON-line readers of child processes, the workload
+ * process (workload.ts) on a mounted volume, mount-flag and file-system checks, process sampling
+ * (RSS, open descriptors, sockets), and read-only fsck of a volume's image.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -24,6 +24,26 @@ export interface Workload {
   advance(n?: number, timeoutMs?: number): Promise<void>;
   /** Tells it to stop, and resolves its final report once it has exited. */
   stop(): Promise<WorkloadReport>;
+}
+
+/** Reads a child's stdout one JSON line at a time; undefined once the stream has ended. */
+export interface LineReader {
+  next(): Promise<Record<string, unknown> | undefined>;
+}
+
+export function lines(stream: NodeJS.ReadableStream): LineReader {
+  const it = readline.createInterface({ input: stream })[Symbol.asyncIterator]();
+  return {
+    async next() {
+      const r = await it.next();
+      return r.done === true ? undefined : (JSON.parse(r.value) as Record<string, unknown>);
+    },
+  };
+}
+
+/** Runs a command for cleanup, ignoring its failure. */
+export async function quiet(cmd: string, args: string[]): Promise<void> {
+  await exec(cmd, args).catch(() => undefined);
 }
 
 /** Starts the writer/verifier on a mounted directory. */

@@ -25,7 +25,6 @@ import { promises as fsp } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import * as readline from 'node:readline';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Volume } from '../../src/engine/index.js';
@@ -33,29 +32,11 @@ import type { Attachment } from '../../src/host/attachment.js';
 import { attachNbdfuse } from '../../src/host/nbdfuse.js';
 import { seededRandom } from '../engine/helpers.js';
 import { apply, checkAfterPowerLoss, Model, PAGE, type Op } from '../engine/power-model.js';
-import { exec } from './helpers.js';
+import { exec, lines, quiet } from './helpers.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PAGES = 1024; // a 4 MiB volume
 const DISK = 128 * 1024 * 1024;
-
-interface LineReader {
-  next(): Promise<Record<string, unknown> | undefined>;
-}
-
-function lines(stream: NodeJS.ReadableStream): LineReader {
-  const it = readline.createInterface({ input: stream })[Symbol.asyncIterator]();
-  return {
-    async next() {
-      const r = await it.next();
-      return r.done === true ? undefined : (JSON.parse(r.value) as Record<string, unknown>);
-    },
-  };
-}
-
-async function quiet(cmd: string, args: string[]): Promise<void> {
-  await exec(cmd, args).catch(() => undefined);
-}
 
 async function oneCycle(cycle: number, seed: number, figures: { acked: number; flushes: number; dirty: number; kept: number; during: Map<string, number> }): Promise<void> {
   const rnd = seededRandom(seed);
