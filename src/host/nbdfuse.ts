@@ -20,7 +20,7 @@ import path from 'node:path';
 import { DEFAULT_ATTACH_TIMEOUT_MS, type AttachOptions, type Attachment, type AttachmentRecord } from './attachment.js';
 import { HostError } from './errors.js';
 import { run } from './exec.js';
-import { FUSE_FILE_NAME, bindLoop, fuseLoopProblems, prepareFuseMountpoint, releaseLoop } from './fuse-loop.js';
+import { FUSE_FILE_NAME, bindLoop, fuseLoopProblems, prepareFuseMountpoint, releaseLoop, unmountWhenReleased } from './fuse-loop.js';
 import { assertNotMounted, isMountPoint } from './mounts.js';
 import { pollUntil } from './poll.js';
 import { isProcessAlive, processRef, waitForProcessExit } from './process.js';
@@ -104,7 +104,7 @@ export async function detachNbdfuse(record: AttachmentRecord, timeoutMs = DEFAUL
   if (fuse === undefined) throw new HostError('INVALID_ARGUMENT', `nbdfuse attachment of ${record.device} has no FUSE details`);
   await releaseLoop(record.device, fuse.file, timeoutMs);
   if (await isMountPoint(fuse.mountpoint)) {
-    await run('fusermount3', ['-u', fuse.mountpoint], timeoutMs).catch(async (err: unknown) => {
+    await unmountWhenReleased('fusermount3', ['-u', fuse.mountpoint], fuse, timeoutMs).catch(async (err: unknown) => {
       // nbdfuse already died: the mount is a dead endpoint; a lazy unmount clears it.
       if (isProcessAlive(fuse.process)) throw err;
       await run('fusermount3', ['-u', '-z', fuse.mountpoint], timeoutMs);

@@ -17,7 +17,7 @@ import { controlSocketPath } from '../nbd/serve.js';
 import { DEFAULT_ATTACH_TIMEOUT_MS, type AttachOptions, type Attachment, type AttachmentRecord } from './attachment.js';
 import { HostError } from './errors.js';
 import { run } from './exec.js';
-import { FUSE_FILE_NAME, bindLoop, fuseLoopProblems, prepareFuseMountpoint, releaseLoop } from './fuse-loop.js';
+import { FUSE_FILE_NAME, bindLoop, type FuseDetails, fuseLoopProblems, prepareFuseMountpoint, releaseLoop, unmountWhenReleased } from './fuse-loop.js';
 import { assertNotMounted, isMountPoint } from './mounts.js';
 import { isProcessAlive, processRef } from './process.js';
 
@@ -57,9 +57,9 @@ export async function detachServeFuse(record: AttachmentRecord, timeoutMs = DEFA
   await unmountFuse(fuse, timeoutMs);
 }
 
-async function unmountFuse(fuse: NonNullable<AttachmentRecord['fuse']>, timeoutMs: number): Promise<void> {
+async function unmountFuse(fuse: FuseDetails, timeoutMs: number): Promise<void> {
   if (!(await isMountPoint(fuse.mountpoint))) return;
-  await run('umount', [fuse.mountpoint], timeoutMs).catch(async (err: unknown) => {
+  await unmountWhenReleased('umount', [fuse.mountpoint], fuse, timeoutMs).catch(async (err: unknown) => {
     // serve died: the mount is a dead endpoint that only a lazy unmount clears.
     if (isProcessAlive(fuse.process)) throw err;
     await run('umount', ['-l', fuse.mountpoint], timeoutMs);
