@@ -2,8 +2,9 @@
  * Load soak: many volumes served at once on one node, concurrent CSI calls from several clients,
  * I/O on the volumes, and the plugin's and servers' memory and descriptors sampled throughout.
  *
- * FLASHCSI_SOAK_VOLUMES volumes (default 50) are created and staged + published (ext4 over
- * nbdfuse + loop: one `flashcsi serve`, one nbdfuse and one loop device each), staged by four
+ * FLASHCSI_SOAK_VOLUMES volumes (default 50) are created and staged + published (ext4 over the
+ * default attach here, serve-fuse + loop: one `flashcsi serve` with its FUSE workers and one loop
+ * device each), staged by four
  * clients at once. Then, for FLASHCSI_SOAK_SECONDS (default 60):
  * - four CSI clients (separate gRPC channels) loop over CreateSnapshot and DeleteSnapshot on the
  *   staged volumes (through each volume's server), ListSnapshots, ListVolumes, ControllerGetVolume,
