@@ -133,6 +133,7 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
       ['storageClass.grainSize=1000', /grainSize/],
       ['node.updateStrategy.type=Sometimes', /updateStrategy/],
       ['logLevel=verbose', /logLevel/],
+      ['node.attach=loop', /attach/],
     ];
     for (const [set, want] of cases) {
       const r = await renderChart([set]);
@@ -234,6 +235,7 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
       '--agent',
       '--metrics-address=:9808',
       '--log-level=info',
+      '--attach=auto',
       '--registration-dir=/var/lib/kubelet/plugins_registry',
       '--kubelet-registration-path=/var/lib/kubelet/plugins/flashcsi.io/csi.sock',
     ]);
