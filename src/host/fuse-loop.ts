@@ -46,13 +46,10 @@ export async function bindLoop(file: string, opts: AttachOptions, timeoutMs: num
   return device;
 }
 
-function isBoundTo(backing: string | undefined, file: string): boolean {
+/** Whether the loop device is still bound to `file` (its sysfs backing_file, or that followed by a suffix). */
+async function loopBoundTo(device: string, file: string): Promise<boolean> {
+  const backing = await loopBackingFile(device);
   return backing !== undefined && (backing === file || backing.startsWith(`${file} `));
-}
-
-/** Whether the loop device is still bound to `file`. */
-export async function loopBoundTo(device: string, file: string): Promise<boolean> {
-  return isBoundTo(await loopBackingFile(device), file);
 }
 
 /** `losetup -d` if the device is still bound to `file`, then waits until it has let go of it. */

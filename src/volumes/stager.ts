@@ -34,6 +34,7 @@ import path from 'node:path';
 import { inspectVolume } from '../engine/index.js';
 import { nbdAttacher, type Attacher } from '../host/attach.js';
 import type { AttachmentRecord } from '../host/attachment.js';
+import { FUSE_MOUNT_DIR } from '../host/fuse-loop.js';
 import { blockDeviceSize } from '../host/block.js';
 import type { FsStats, FsType, Mounter } from '../host/mounter.js';
 import { deviceMajMin } from '../host/mounts.js';
@@ -448,7 +449,7 @@ export class NodeStager implements NodeVolumes, NodeHooks {
   async #adopt(volumeId: string, report: AdoptionReport): Promise<void> {
     const rec = await this.#state.readStage(volumeId);
     if (rec === undefined) {
-      const fuse = path.join(this.#state.nodeDir(volumeId), 'fuse');
+      const fuse = path.join(this.#state.nodeDir(volumeId), FUSE_MOUNT_DIR);
       if (!(await this.#mounter.isMountPoint(fuse))) await this.#state.removeStage(volumeId);
       return;
     }
