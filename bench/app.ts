@@ -40,6 +40,12 @@ const MiB = 2 ** 20;
 
 type Label = 'F' | 'N' | 'K' | 'L';
 const LABELS: readonly Label[] = ['F', 'N', 'K', 'L'];
+/** The fio rows' targets (BENCH_APP_TARGETS, comma-separated; default all), for quicker rounds while tuning. */
+const APP_TARGETS = (process.env.BENCH_APP_TARGETS ?? LABELS.join(',')).split(',').map((s) => {
+  const label = s.trim() as Label;
+  if (!LABELS.includes(label)) throw new Error(`BENCH_APP_TARGETS: unknown target ${s} (known: ${LABELS.join(', ')})`);
+  return label;
+});
 
 /** One mounted file system under test. */
 interface AppTarget {
@@ -378,8 +384,14 @@ export async function runApp(sections: ReadonlySet<string>): Promise<AppResults>
     if (sections.has('app')) {
       const pN = await plugin('N');
       try {
-        for (const make of [() => stageF(p, 'F', VOLUME), () => stageF(pN, 'N', VOLUME, { label: 'N' }), () => startK(VOLUME), () => startL('L', VOLUME)]) {
-          const t = await make();
+        const starts: Record<Label, () => Promise<AppTarget>> = {
+          F: () => stageF(p, 'F', VOLUME),
+          N: () => stageF(pN, 'N', VOLUME, { label: 'N' }),
+          K: () => startK(VOLUME),
+          L: () => startL('L', VOLUME),
+        };
+        for (const label of APP_TARGETS) {
+          const t = await starts[label]();
           try {
             runRows(t, rows);
             if (t.label !== 'L') memory.push({ ...memoryOf([t]), label: t.label });

@@ -10,7 +10,7 @@
  * Environment: BENCH_SECTIONS (comma-separated, default nbd,app,pgbench,memory), BENCH_RUNTIME
  * (seconds per timed job, default 10), BENCH_REGION (NBD-level bytes, default 1 GiB), BENCH_CUTS
  * (cuts per size, default 50), BENCH_APP_FILE / BENCH_APP_VOLUME (fio file and volume bytes,
- * default 2 and 4 GiB), BENCH_PGBENCH_RUNTIME (s, default 30), BENCH_PGBENCH_SCALE (default 20),
+ * default 2 and 4 GiB), BENCH_APP_TARGETS (the fio rows' targets, default F,N,K,L), BENCH_PGBENCH_RUNTIME (s, default 30), BENCH_PGBENCH_SCALE (default 20),
  * BENCH_VOLUMES (volumes staged at once for the memory figure, default 50), BENCH_OUT (default
  * docs/benchmarks.md).
  *

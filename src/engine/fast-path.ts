@@ -52,10 +52,22 @@
  * - Reads: the live volume always reads the base image (cow.ts readInto), so a worker reads it
  *   unless the gate is closed to reads (rollback, deletion, commit, abort, close). Flush enters as
  *   a reader too, so the fd it syncs cannot be closed under it.
+ * - Direct I/O: a worker's aligned reads and writes (buffer, offset and length on
+ *   DIRECT_IO_ALIGN) use a third fd on the base image opened O_DIRECT; the rest, and the main
+ *   thread, use the page cache. This is what a local disk's loop device does (it opens its file
+ *   O_DIRECT): the data is not cached twice, once in the pod's file system and again under the
+ *   engine, and a write costs no copy into the page cache and no write-back later. The kernel keeps
+ *   the two kinds coherent (a direct read writes back dirty cached pages of its range first, a
+ *   direct write drops them). A worker writes only grains whose copy is done, and a copy reads the
+ *   base only after a cut closed the gate and drained the workers, so no copy reads a range a
+ *   direct write is changing. Durability is unchanged: a direct write reaches the disk's volatile
+ *   cache, and a flush's fdatasync (per file, not per fd) makes it durable. A file system that
+ *   refuses O_DIRECT (tmpfs) gets -1 and every request takes the page cache.
  * - Off: a read-only volume or a FileIO without fds (tests' wrappers) gives a handle with
  *   baseFd -1 and an empty buffer; every method answers false.
  */
 import * as fs from 'node:fs';
+import { DIRECT_IO_ALIGN, directAligned } from './native.js';
 import type { CheckpointStore } from './store.js';
 import type { VolumeCore } from './volume-core.js';
 
@@ -97,11 +109,13 @@ export interface FastPathHandle {
   readonly baseFd: number;
   /** The base image opened with O_DSYNC, for FUA writes; -1 when there is none. */
   readonly baseSyncFd: number;
+  /** The base image opened with O_DIRECT, for aligned reads and writes; -1 when there is none. */
+  readonly baseDirectFd: number;
 }
 
 /** The handle of a volume without a fast path: every method of its FastPath answers false. */
 export function fastPathOff(): FastPathHandle {
-  return { shared: new SharedArrayBuffer(0), baseFd: -1, baseSyncFd: -1 };
+  return { shared: new SharedArrayBuffer(0), baseFd: -1, baseSyncFd: -1, baseDirectFd: -1 };
 }
 
 /** Leaves one side of the gate; wakes a waiting close when the count reaches zero. */
@@ -129,8 +143,9 @@ export class FastPath {
     if (!words || !this.enter(words, Word.Readers, GateCode.AllClosed)) return false;
     try {
       if (!this.inside(offset, dest.length)) return false;
+      const fd = this.direct(dest, offset) ? this.handle.baseDirectFd : this.handle.baseFd;
       for (let done = 0; done < dest.length; ) {
-        const n = fs.readSync(this.handle.baseFd, dest, done, dest.length - done, offset + done);
+        const n = fs.readSync(fd, dest, done, dest.length - done, offset + done);
         if (n === 0) {
           dest.fill(0, done); // past the end of the file: a sparse tail reads as zeros
           break;
@@ -148,7 +163,7 @@ export class FastPath {
   /** Writes `data` at `offset` when no copy-on-write is needed; false: ask the main thread. */
   write(data: Buffer, offset: number, fua: boolean): boolean {
     const words = this.words;
-    const fd = fua ? this.handle.baseSyncFd : this.handle.baseFd;
+    const fd = fua ? this.handle.baseSyncFd : this.direct(data, offset) ? this.handle.baseDirectFd : this.handle.baseFd;
     if (!words || fd < 0 || !this.enter(words, Word.Writers, GateCode.WritesClosed)) return false;
     try {
       if (!this.inside(offset, data.length) || !this.copied(words, offset, data.length)) return false;
@@ -173,6 +188,11 @@ export class FastPath {
     } finally {
       leave(words, Word.Readers);
     }
+  }
+
+  /** Whether an I/O of `buf` at `offset` can go through the O_DIRECT fd. */
+  private direct(buf: Buffer, offset: number): boolean {
+    return this.handle.baseDirectFd >= 0 && offset % DIRECT_IO_ALIGN === 0 && buf.length % DIRECT_IO_ALIGN === 0 && directAligned(buf);
   }
 
   /** Enters one side of the gate unless it is closed to it (`closedAt` or beyond) or disabled. */
@@ -219,11 +239,11 @@ export class SharedVolume {
   /** Bitmap words with a bit set, so a clear touches only those; null when so many that a fill is cheaper. */
   private nonZero: number[] | null = [];
 
-  private constructor(private readonly core: VolumeCore, baseFd: number, baseSyncFd: number) {
+  private constructor(private readonly core: VolumeCore, baseFd: number, baseSyncFd: number, baseDirectFd: number) {
     const shift = core.meta.grainShift;
     const maxBytes = Math.min(MAX_SHARED_BYTES, HEADER_BYTES + Math.ceil(2 ** 53 / 2 ** shift / 32) * 4);
     const shared = new SharedArrayBuffer(HEADER_BYTES, { maxByteLength: maxBytes });
-    this.handle = { shared, baseFd, baseSyncFd };
+    this.handle = { shared, baseFd, baseSyncFd, baseDirectFd };
     this.words = new Int32Array(shared, 0, HEADER_BYTES / 4);
     this.words64 = new BigInt64Array(shared, 0, HEADER_BYTES / 8);
     this.bits = new Int32Array(shared, HEADER_BYTES);
@@ -239,7 +259,7 @@ export class SharedVolume {
     const baseFd = core.base.fd;
     const baseSyncFd = core.baseSync?.fd;
     if (core.readOnly || baseFd === undefined || baseSyncFd === undefined) return null;
-    const shared = new SharedVolume(core, baseFd, baseSyncFd);
+    const shared = new SharedVolume(core, baseFd, baseSyncFd, openDirect(core.base.path));
     shared.sync();
     core.gate.share(shared.words, () => shared.sync());
     return shared;
@@ -287,10 +307,24 @@ export class SharedVolume {
     }
   }
 
+  /** Closes the O_DIRECT fd; Volume.close calls it once the closed volume disabled the fast path. */
+  release(): void {
+    if (this.handle.baseDirectFd >= 0) fs.closeSync(this.handle.baseDirectFd);
+  }
+
   /** Clears every bit (with no worker writing: the gate is closed to writes). */
   private clear(): void {
     if (this.nonZero) for (const word of this.nonZero) Atomics.store(this.bits, word, 0);
     else this.bits.fill(0);
     this.nonZero = [];
+  }
+}
+
+/** The base image opened O_DIRECT, or -1 where its file system refuses that (tmpfs answers EINVAL). */
+function openDirect(file: string): number {
+  try {
+    return fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_DIRECT);
+  } catch {
+    return -1;
   }
 }

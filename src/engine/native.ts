@@ -1,7 +1,8 @@
 /**
  * The few libc calls Node's fs module lacks, bound through koffi (FFI):
  * fallocate (punch holes, zero ranges), lseek with SEEK_DATA/SEEK_HOLE (allocation maps) and
- * flock (one writer per volume; the kernel drops the lock when the process dies, even by SIGKILL).
+ * flock (one writer per volume; the kernel drops the lock when the process dies, even by SIGKILL),
+ * and the memory address of a Buffer (O_DIRECT needs aligned buffers; Node cannot ask for them).
  * The calls are synchronous: they are short metadata operations, and only a synchronous call
  * reads errno reliably (koffi's asynchronous calls lose the worker thread's errno).
  */
@@ -93,4 +94,28 @@ export function lockFile(fd: number, mode: 'exclusive' | 'shared', what: string)
     throw new EngineError(ErrorCode.Locked, `${what} is in use by another process`);
   }
   throw fromSystemError(errnoError('flock', errno), what);
+}
+
+/**
+ * Alignment of everything O_DIRECT is given here: buffer addresses, file offsets and lengths.
+ * 4 KiB covers every logical block size a node's disk reports (512 or 4096); a request that is not
+ * aligned takes the buffered path instead.
+ */
+export const DIRECT_IO_ALIGN = 4096;
+
+/** Whether `buf`'s first byte lies on a DIRECT_IO_ALIGN boundary in memory. */
+export function directAligned(buf: Buffer): boolean {
+  return koffi.address(buf) % BigInt(DIRECT_IO_ALIGN) === 0n;
+}
+
+/**
+ * A Buffer of `length` bytes whose byte `at` lies on a DIRECT_IO_ALIGN boundary, so that what a
+ * protocol puts after an `at`-byte header can go to O_DIRECT as it is. V8 never moves a Buffer's
+ * memory, so the alignment holds for the Buffer's life.
+ */
+export function alignedBuffer(length: number, at: number): Buffer {
+  const raw = Buffer.allocUnsafeSlow(length + DIRECT_IO_ALIGN);
+  const misalignment = Number((koffi.address(raw) + BigInt(at)) % BigInt(DIRECT_IO_ALIGN));
+  const start = (DIRECT_IO_ALIGN - misalignment) % DIRECT_IO_ALIGN;
+  return raw.subarray(start, start + length).fill(0);
 }

@@ -235,6 +235,7 @@ export class Volume {
         for (const layer of core.layers) await layer.store.close().catch(() => undefined);
         await core.metaFile?.close().catch(() => undefined);
         await core.baseSync?.close().catch(() => undefined);
+        core.shared?.release();
         await core.base.close().catch(() => undefined);
         await core.lock.close().catch(() => undefined);
       }

@@ -9,6 +9,7 @@
 import * as fs from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { FastPath } from '../engine/fast-path.js';
+import { alignedBuffer } from '../engine/native.js';
 import { DISK_ID, DISK_NAME, MAX_IO, writeReply, type WorkerData, type WorkerMessage } from './channel.js';
 import { FuseCounter, statOp } from './stats.js';
 import {
@@ -73,8 +74,9 @@ export function answerInit(initIn: Buffer, initOut: Buffer): number {
 }
 
 class Server {
-  private readonly req = Buffer.alloc(Math.max(MAX_IO + 4096, MIN_READ_BUFFER));
-  private readonly out = Buffer.alloc(OutHeader.size + MAX_IO);
+  /** A WRITE's data and a READ reply's data start on a DIRECT_IO_ALIGN boundary, so the fast path can use O_DIRECT on them as they are. */
+  private readonly req = alignedBuffer(Math.max(MAX_IO + 4096, MIN_READ_BUFFER), InHeader.size + WriteIn.size);
+  private readonly out = alignedBuffer(OutHeader.size + MAX_IO, OutHeader.size);
   private readonly fast: FastPath;
   private readonly size: Float64Array;
   private readonly created = BigInt(Math.floor(Date.now() / 1000));

@@ -5,11 +5,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { FastPath, nodeFileIO } from '../../src/engine/index.js';
 import { GateWord } from '../../src/engine/fast-path.js';
+import { alignedBuffer } from '../../src/engine/native.js';
+import { BASE_FILE } from '../../src/engine/volume-core.js';
 import { Gate } from '../../src/engine/gate.js';
 import { Ctl, blockOf, decode, stamp, type Forward, type WorkerData } from './fast-path-worker.js';
 import { Faults, Holder, KiB, MiB, fill, seededRandom, withVolume } from './helpers.js';
@@ -153,6 +156,36 @@ test('fast path: takes reads and copied or uncovered writes, forwards closed gat
     assert.equal(fast.read(buf, 0), false, 'closed: forward, the main thread reports it');
     assert.equal(fast.write(fill(9, 10), 30, false), false);
     assert.equal(fast.flush(), false);
+  });
+});
+
+test('fast path: aligned I/O goes around the page cache (O_DIRECT), the rest through it, and each sees the other\'s data', async () => {
+  await withVolume('direct', { size: 16 * MiB, grainSize: 64 * KiB }, async (h) => {
+    const handle = h.vol.fastPath();
+    assert.ok(handle.baseDirectFd >= 0, `the base image under ${h.tmp} refused O_DIRECT; run the test on a disk file system`);
+    const fast = new FastPath(handle);
+    const base = path.join(h.dir, BASE_FILE);
+    const cachedBytes = (): number => Number(execFileSync('fincore', ['--bytes', '--noheadings', '--raw', '--output', 'RES', base]).toString().trim());
+    const aligned = (byte: number, len: number): Buffer => alignedBuffer(len, 0).fill(byte);
+    assert.equal(fast.flush(), true);
+    execFileSync('dd', [`if=${base}`, 'iflag=nocache', 'count=0', 'status=none']); // drop the base's clean pages
+    assert.equal(cachedBytes(), 0);
+
+    assert.equal(fast.write(aligned(1, 4 * KiB * 4), 12 * KiB, false), true);
+    assert.equal(cachedBytes(), 0, 'an aligned write leaves nothing in the page cache');
+    const unaligned = alignedBuffer(4 * KiB + 1, 0).subarray(1).fill(2);
+    assert.equal(fast.write(unaligned, 64 * KiB, false), true);
+    assert.ok(cachedBytes() > 0, 'a write from an unaligned buffer goes through the page cache');
+
+    const got = alignedBuffer(4 * KiB, 0);
+    assert.equal(fast.read(got, 64 * KiB), true);
+    assert.ok(got.equals(fill(2, 4 * KiB)), 'a direct read sees data still dirty in the page cache');
+    assert.equal(fast.write(aligned(3, 4 * KiB), 64 * KiB, false), true);
+    assert.ok((await h.vol.read(64 * KiB, 4 * KiB)).equals(fill(3, 4 * KiB)), 'the main thread\'s buffered read sees a direct write over cached pages');
+    assert.equal(fast.read(got, 16 * KiB), true);
+    assert.ok(got.equals(fill(1, 4 * KiB)));
+    assert.equal(fast.write(aligned(4, 4 * KiB), 100, false), true, 'an unaligned offset takes the page cache');
+    assert.ok((await h.vol.read(0, 8 * KiB)).equals(Buffer.concat([fill(0, 100), fill(4, 4 * KiB), fill(0, 4 * KiB - 100)])));
   });
 });
 

@@ -19,6 +19,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { FastPath, Volume, isEngineError, type Extent, type FileIO } from '../../src/engine/index.js';
+import { DIRECT_IO_ALIGN, alignedBuffer } from '../../src/engine/native.js';
 import { instrumentedIO, jitter } from './instrumented-io.js';
 import { pattern } from './helpers.js';
 
@@ -78,14 +79,37 @@ const batch: fc.Arbitrary<Batch> = fc.record({
 });
 
 /** Requests the fast path took (answered true) and all it was offered, over the whole run. */
-const fastCounts = { writes: 0, reads: 0, offered: 0 };
+const fastCounts = { writes: 0, reads: 0, offered: 0, directWrites: 0, directReads: 0 };
+
+/**
+ * Where a write or live read of `op` lands. Ops of even length become whole 4 KiB blocks in
+ * memory and on disk, so the fast path's O_DIRECT side runs beside its page-cache side (and
+ * beside the main thread, which always uses the page cache).
+ */
+function rangeOf(op: { at: number; len: number }, size: number): { at: number; len: number; aligned: boolean } {
+  if (op.len % 2 !== 0) {
+    const at = Math.floor(op.at * size);
+    return { at, len: Math.min(op.len, size - at), aligned: false };
+  }
+  const at = Math.floor((op.at * size) / DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN;
+  const len = Math.min(Math.ceil(op.len / DIRECT_IO_ALIGN) * DIRECT_IO_ALIGN, size - at);
+  return { at, len, aligned: len % DIRECT_IO_ALIGN === 0 };
+}
+
+/** A buffer for `range`, on a DIRECT_IO_ALIGN boundary in memory when the range is aligned. */
+function bufferFor(range: { len: number; aligned?: boolean }): Buffer {
+  return range.aligned === true ? alignedBuffer(range.len, 0) : Buffer.alloc(range.len);
+}
 const fastPaths = new WeakMap<Volume, FastPath>();
 
 /** The volume's fast path, as a worker thread would build it from the handle. */
 function fastPathOf(vol: Volume): FastPath {
   let fast = fastPaths.get(vol);
   if (!fast) {
-    fast = new FastPath(vol.fastPath());
+    const handle = vol.fastPath();
+    // The counts of O_DIRECT ops below assume the base image's file system takes O_DIRECT (tmpfs does not).
+    if (handle.baseFd >= 0) assert.ok(handle.baseDirectFd >= 0, `the base image under ${os.tmpdir()} refused O_DIRECT; run the test on a disk file system`);
+    fast = new FastPath(handle);
     fastPaths.set(vol, fast);
   }
   return fast;
@@ -153,8 +177,8 @@ async function runScenario(dir: string, grainSize: number, sizeSectors: number, 
       const where = `step ${step}: ${JSON.stringify(b.barrier)} + ${b.data.map((d) => d.kind).join(',')}`;
       // Resolve abstract operations against the current state.
       const taken: Array<{ at: number; len: number }> = [];
-      const writes: Array<{ op: DataOp; range: { at: number; len: number }; data: Buffer }> = [];
-      const reads: Array<{ range: { at: number; len: number }; cp: ModelCheckpoint | null }> = [];
+      const writes: Array<{ op: DataOp; range: { at: number; len: number; aligned: boolean }; data: Buffer }> = [];
+      const reads: Array<{ range: { at: number; len: number; aligned?: boolean }; cp: ModelCheckpoint | null }> = [];
       const expandsLive = b.barrier?.kind === 'expand' || b.barrier?.kind === 'rollback' || b.barrier?.kind === 'abort' || b.barrier?.kind === 'reopen';
       for (const op of b.data) {
         if (op.kind === 'readcp') {
@@ -167,8 +191,7 @@ async function runScenario(dir: string, grainSize: number, sizeSectors: number, 
           reads.push({ range: { at, len: Math.min(op.len, cp.image.length - at) }, cp });
           continue;
         }
-        const at = Math.floor(op.at * model.live.length);
-        const range = { at, len: Math.min(op.len, model.live.length - at) };
+        const range = rangeOf(op, model.live.length);
         if (range.len <= 0 || taken.some((t) => overlaps(t, range))) continue;
         if (b.barrier?.kind === 'reopen') continue;
         if (op.kind === 'read') {
@@ -178,7 +201,8 @@ async function runScenario(dir: string, grainSize: number, sizeSectors: number, 
           continue;
         }
         taken.push(range);
-        const data = op.kind === 'write' ? pattern(op.seed, range.len) : Buffer.alloc(range.len);
+        const data = bufferFor(range);
+        if (op.kind === 'write') pattern(op.seed, range.len).copy(data);
         writes.push({ op, range, data });
       }
 
@@ -195,6 +219,7 @@ async function runScenario(dir: string, grainSize: number, sizeSectors: number, 
               fastCounts.offered++;
               if (fastPathOf(vol).write(data, range.at, op.fua)) {
                 fastCounts.writes++;
+                if (range.aligned && !op.fua) fastCounts.directWrites++;
                 return;
               }
             }
@@ -206,7 +231,10 @@ async function runScenario(dir: string, grainSize: number, sizeSectors: number, 
           await startLater();
           let got: Buffer;
           if (cp) got = await vol.readCheckpoint(cp.name, range.at, range.len);
-          else if ((range.at + range.len) % 3 !== 0 && fastPathOf(vol).read((got = Buffer.alloc(range.len)), range.at)) fastCounts.reads++;
+          else if ((range.at + range.len) % 3 !== 0 && fastPathOf(vol).read((got = bufferFor(range)), range.at)) {
+            fastCounts.reads++;
+            if (range.aligned === true) fastCounts.directReads++;
+          }
           else got = await vol.read(range.at, range.len);
           const want = (cp ? cp.image : model.live).subarray(range.at, range.at + range.len);
           assert.ok(got.equals(want), `${where}: ${cp ? `checkpoint ${cp.name}` : 'live'} read at ${range.at}+${range.len} differs`);
@@ -457,8 +485,11 @@ test('engine matches the reference model under concurrent, unaligned operations'
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
-  console.log(`model test: ${run} scenarios, ${operations} operations; fast path took ${fastCounts.writes} of ${fastCounts.offered} writes offered, ${fastCounts.reads} reads`);
+  console.log(
+    `model test: ${run} scenarios, ${operations} operations; fast path took ${fastCounts.writes} of ${fastCounts.offered} writes offered (${fastCounts.directWrites} O_DIRECT), ${fastCounts.reads} reads (${fastCounts.directReads} O_DIRECT)`,
+  );
   assert.ok(operations >= 2000, `only ${operations} operations ran`);
   assert.ok(fastCounts.writes >= fastCounts.offered / 10, `the fast path took only ${fastCounts.writes} of ${fastCounts.offered} writes`);
   assert.ok(fastCounts.reads > 0, 'the fast path took no read');
+  assert.ok(fastCounts.directWrites > 0 && fastCounts.directReads > 0, 'the fast path took no O_DIRECT write or read');
 });

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Volume } from '../../src/engine/index.js';
 import { EngineError } from '../../src/engine/errors.js';
+import { fastPathOff } from '../../src/engine/fast-path.js';
 import { FuseError, mountFuseExport, toFuseErrno, type FuseExport } from '../../src/fuse/index.js';
 import { pollUntil } from '../../src/host/poll.js';
 import { pattern, tempDir } from '../engine/helpers.js';
@@ -68,7 +69,7 @@ async function withExport(name: string, opts: { size: number; readOnly?: boolean
     vol = await Volume.open(dir, { readOnly: true });
   }
   // The engine's fast path off: every READ, WRITE and FSYNC goes through the main thread's Volume.
-  if (opts.forwardAll === true) vol.fastPath = () => ({ shared: new SharedArrayBuffer(0), baseFd: -1, baseSyncFd: -1 });
+  if (opts.forwardAll === true) vol.fastPath = fastPathOff;
   const loops = new Set<string>();
   const logs: string[] = [];
   const s: Served = {
