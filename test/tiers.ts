@@ -45,6 +45,7 @@ export const TIERS: readonly Tier[] = [
       'test/metrics/metrics.test.ts',
       'test/packaging/kubectl-plugin-unit.test.ts',
       'test/packaging/dockerfile.test.ts',
+      'test/packaging/scripts.test.ts',
     ],
   },
   {
