@@ -3,14 +3,16 @@
  * the CSI plugin, until SIGTERM or SIGINT, which drain it (running calls finish) and exit. Volumes
  * staged on this node keep running while it is down; the next start adopts them.
  * `--metrics-address HOST:PORT` (`:9808` = every interface) adds a plain-HTTP, read-only /metrics
- * and /healthz endpoint (docs/metrics.md).
+ * and /healthz endpoint (docs/metrics.md). `--fuse-workers N` goes to every `flashcsi serve` the plugin
+ * starts (volumes staged from then on; adopted ones keep the count they were started with).
  */
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
+import { DEFAULT_WORKERS, MAX_WORKERS } from '../src/fuse/export.js';
 import { ATTACH_PREFERENCES, type AttachPreference } from '../src/host/attachment.js';
 import { PLUGIN_MODES, type PluginMode } from '../src/csi/modes.js';
 import type { NodeAgent } from '../src/k8s/agent.js';
-import { parseWholeNumber } from './units.js';
+import { parseIntegerIn, parseWholeNumber } from './units.js';
 import { CliError } from './errors.js';
 
 interface PluginFlags {
@@ -21,6 +23,7 @@ interface PluginFlags {
   snapshotMetadataEndpoint?: string;
   logLevel: string;
   attach: string;
+  fuseWorkers: string;
   maxVolumesPerNode: string;
   drainTimeout: string;
   agent?: boolean;
@@ -41,6 +44,7 @@ export function registerPluginCommand(program: Command): void {
     .option('--snapshot-metadata-endpoint <unix:///path>', 'also serve SnapshotMetadata on this socket')
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
     .option('--attach <method>', `how staged volumes become block devices: ${ATTACH_PREFERENCES.join(', ')} (auto: the kernel's nbd client where its module is loaded, else serve-fuse)`, 'auto')
+    .option('--fuse-workers <n>', `FUSE worker threads of each volume's flashcsi serve (serve-fuse), 1 to ${MAX_WORKERS} (about 8 MiB each)`, String(DEFAULT_WORKERS))
     .option('--max-volumes-per-node <n>', 'NodeGetInfo.max_volumes_per_node (0 = no limit)', '0')
     .option('--drain-timeout <ms>', 'how long SIGTERM lets running calls finish', '10000')
     .option('--agent', 'also run the node agent: carry out VolumeRollbacks and VolumeTransaction steps for this node\'s volumes')
@@ -53,6 +57,7 @@ export function registerPluginCommand(program: Command): void {
       const endpoint = o.endpoint ?? process.env['CSI_ENDPOINT'];
       if (endpoint === undefined || endpoint === '') throw new CliError('--endpoint (or $CSI_ENDPOINT) is required');
       if (!(ATTACH_PREFERENCES as readonly string[]).includes(o.attach)) throw new CliError(`--attach must be one of ${ATTACH_PREFERENCES.join(', ')}, got ${JSON.stringify(o.attach)}`);
+      const fuseWorkers = parseIntegerIn(o.fuseWorkers, 1, MAX_WORKERS, '--fuse-workers');
       const nodeId = o.nodeId ?? process.env['NODE_ID'] ?? hostname();
       const maxVolumes = parseWholeNumber(o.maxVolumesPerNode, 0, '--max-volumes-per-node must be a non-negative integer');
       const drainMs = parseWholeNumber(o.drainTimeout, 0, '--drain-timeout must be a non-negative number of milliseconds');
@@ -75,6 +80,7 @@ export function registerPluginCommand(program: Command): void {
         drainTimeoutMs: drainMs,
         serveLogLevel: o.logLevel,
         attach: o.attach as AttachPreference,
+        fuseWorkers,
         ...(metricsAddress === undefined ? {} : { metricsAddress }),
         ...(o.snapshotMetadataEndpoint === undefined ? {} : { snapshotMetadataEndpoint: o.snapshotMetadataEndpoint }),
         ...(o.registrationDir === undefined ? {} : { registrationDir: o.registrationDir }),

@@ -1,8 +1,13 @@
-/** `flashcsi serve DIR --socket PATH`: the NBD server of one volume, until SIGTERM or SIGINT. */
+/**
+ * `flashcsi serve DIR --socket PATH [--fuse-workers N]`: the NBD server of one volume (and its FUSE
+ * file, when the plugin asks for it, served by N worker threads), until SIGTERM or SIGINT.
+ */
 import type { Command } from 'commander';
 import { createLogger } from '../src/log/logger.js';
 import { CliError } from './errors.js';
+import { DEFAULT_WORKERS, MAX_WORKERS } from '../src/fuse/export.js';
 import { serveVolume } from '../src/nbd/serve.js';
+import { parseIntegerIn } from './units.js';
 
 function parseListen(text: string): { host: string; port: number } {
   const m = /^(.+):(\d{1,5})$/.exec(text);
@@ -19,9 +24,11 @@ export function registerServeCommand(program: Command): void {
     .requiredOption('--socket <path>', 'unix socket to listen on (created 0600; its directory must not be group/world-writable)')
     .option('--listen <host:port>', 'also listen on TCP (off unless asked for)')
     .option('--log-level <level>', 'log level', 'info')
-    .action(async (dir: string, o: { socket: string; listen?: string; logLevel: string }) => {
+    .option('--fuse-workers <n>', `worker threads serving the volume's FUSE file, 1 to ${MAX_WORKERS} (about 8 MiB each)`, String(DEFAULT_WORKERS))
+    .action(async (dir: string, o: { socket: string; listen?: string; logLevel: string; fuseWorkers: string }) => {
+      const fuseWorkers = parseIntegerIn(o.fuseWorkers, 1, MAX_WORKERS, '--fuse-workers');
       const logger = createLogger({ level: o.logLevel as 'info', name: 'flashcsi-serve' });
-      const running = await serveVolume({ dir, socket: o.socket, logger, ...(o.listen ? { listen: parseListen(o.listen) } : {}) });
+      const running = await serveVolume({ dir, socket: o.socket, logger, fuseWorkers, ...(o.listen ? { listen: parseListen(o.listen) } : {}) });
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           logger.info({ signal }, 'serve: stopping');

@@ -18,6 +18,13 @@ export function parseWholeNumber(text: string, min: number, complaint: string): 
   return n;
 }
 
+/** An integer flag value from `min` to `max` (decimal digits only); otherwise an error naming the flag and the range. */
+export function parseIntegerIn(text: string, min: number, max: number, flag: string): number {
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= max)) throw new CliError(`${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(text)}`);
+  return n;
+}
+
 export function formatSize(bytes: number): string {
   for (const unit of ['P', 'T', 'G', 'M', 'K']) {
     const scale = UNITS[unit] as number;

@@ -60,6 +60,8 @@ export interface PluginOptions {
   readonly attach?: AttachPreference;
   /** --log-level of the volumes' `flashcsi serve` processes. */
   readonly serveLogLevel?: string;
+  /** --fuse-workers of the volumes' `flashcsi serve` processes (serve's default unless set). */
+  readonly fuseWorkers?: number;
   /** Serve /metrics and /healthz over plain HTTP here (off unless set). */
   readonly metricsAddress?: ListenAddress;
   /** Register with the kubelet: serve its plugin-registration API in this directory (its plugins_registry). */
@@ -129,7 +131,12 @@ export async function startPlugin(options: PluginOptions): Promise<RunningPlugin
   const inflight = new InFlight();
   const stager = new NodeStager({
     state,
-    launcher: options.launcher ?? serveLauncher(options.serveLogLevel === undefined ? {} : { logLevel: options.serveLogLevel }),
+    launcher:
+      options.launcher ??
+      serveLauncher({
+        ...(options.serveLogLevel === undefined ? {} : { logLevel: options.serveLogLevel }),
+        ...(options.fuseWorkers === undefined ? {} : { fuseWorkers: options.fuseWorkers }),
+      }),
     mounter: options.mounter ?? linuxMounter,
     attacher: nbdAttacher(options.attach),
     logger: options.logger,

@@ -18,7 +18,11 @@
  *   cold read) does not stall the queue, few enough not to fight the main thread for the cores.
  *   Measured with the fast path off (4k random writes, qd16, in ext4 on the loop device, 10 s
  *   runs alternated at load 10–14): 1 worker 8.0k–13.6k IOPS (median 10.5k), 2 workers 11.5k–11.7k,
- *   3 workers 7.9k–19.3k (median 13.7k). Noisy; to measure again with the fast path on.
+ *   3 workers 7.9k–19.3k (median 13.7k). With O_DIRECT in the fast path, 3 → 10 → 16 workers
+ *   gave 15.6k → 19.2k → 22.9k IOPS of 4k random writes and 17.9k → 19.5k → 18.0k of reads (the
+ *   2 CPUs the limit), for about 7.7 MiB PSS (10–14 MiB RSS) per worker: operators who have the
+ *   cores and the memory raise it with `--fuse-workers` (1..MAX_WORKERS; chart value
+ *   node.fuseWorkers).
  * - The file's size comes from a shared Float64 slot that every GETATTR reads, with entry and
  *   attribute timeouts 0, so `losetup -c` sees a grown volume at once. The main thread refreshes
  *   it on every forwarded request and on resized() (the engine's fast path does not expose the
@@ -51,6 +55,8 @@ import { Falloc, Op, OutHeader, WriteOut, writeOutHeader } from './wire.js';
 
 /** Worker threads by default (see the design notes). */
 export const DEFAULT_WORKERS = 3;
+/** The most worker threads an export may have (`--fuse-workers`): each costs about 7.7 MiB PSS. */
+export const MAX_WORKERS = 64;
 
 export interface FuseExportOptions {
   /** An existing, empty directory. */
@@ -79,7 +85,7 @@ export interface FuseExport {
 export async function mountFuseExport(opts: FuseExportOptions): Promise<FuseExport> {
   const { volume, mountpoint } = opts;
   const count = opts.workers ?? DEFAULT_WORKERS;
-  if (!Number.isSafeInteger(count) || count < 1) throw new RangeError(`workers must be a positive integer, got ${count}`);
+  if (!Number.isSafeInteger(count) || count < 1 || count > MAX_WORKERS) throw new RangeError(`workers must be an integer from 1 to ${MAX_WORKERS}, got ${count}`);
   const log = opts.log ?? ((): void => undefined);
   const file = path.join(mountpoint, DISK_NAME);
   const sizeSlot = new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT);

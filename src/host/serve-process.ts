@@ -51,6 +51,8 @@ export interface LauncherOptions {
   readonly cli?: string;
   /** serve's --log-level. */
   readonly logLevel?: string;
+  /** serve's --fuse-workers (serve's default unless set). */
+  readonly fuseWorkers?: number;
   /** How long serve may take to become ready, and to stop. Default 60 s. */
   readonly timeoutMs?: number;
 }
@@ -73,7 +75,8 @@ export function serveLauncher(options: LauncherOptions = {}): ServeLauncher {
       const logFd = openSync(opts.logFile, 'a', 0o600);
       let child;
       try {
-        child = spawn(process.execPath, [cli, 'serve', opts.volumeDir, '--socket', opts.socket, '--log-level', options.logLevel ?? 'info'], {
+        const workers = options.fuseWorkers === undefined ? [] : ['--fuse-workers', String(options.fuseWorkers)];
+        child = spawn(process.execPath, [cli, 'serve', opts.volumeDir, '--socket', opts.socket, '--log-level', options.logLevel ?? 'info', ...workers], {
           detached: true,
           stdio: ['ignore', 'pipe', logFd],
           env: serveEnvironment(),

@@ -12,6 +12,7 @@
 import * as path from 'node:path';
 import { Registry } from 'prom-client';
 import { Volume } from '../engine/index.js';
+import { Mutex } from '../engine/mutex.js';
 import type { Logger } from '../log/logger.js';
 import { EngineMetrics } from '../metrics/engine.js';
 import { registerCollected } from '../metrics/families.js';
@@ -34,6 +35,8 @@ export interface ServeOptions {
   readonly logger: Logger;
   /** The `volume` label of this process's metrics; the directory's base name (the CSI volume id) unless set. */
   readonly volumeLabel?: string;
+  /** Worker threads of the FUSE export (`--fuse-workers`); src/fuse/export.ts's default unless set. */
+  readonly fuseWorkers?: number;
 }
 
 export interface RunningServe {
@@ -54,24 +57,39 @@ export function controlSocketPath(socket: string): string {
  * at most one mountpoint at a time. Asking again for the same mountpoint while it is mounted
  * answers the same file (a retried stage); the export ends when the plugin unmounts it, or when
  * serve stops (a lazy unmount then, if a loop device still holds the file). Every export counts its
- * I/O into the same `stats`, so the volume's FUSE series run on across remounts.
+ * I/O into the same `stats`, so the volume's FUSE series run on across remounts. Mounts and the
+ * final close take turns: a second `fuse.mount` sent while the first is still mounting (a retry
+ * after a timeout) waits for it and then finds it mounted, instead of stacking a second FUSE mount
+ * (and its workers) on the same mountpoint.
  */
 class FuseMounts {
   #current: { readonly mountpoint: string; readonly export: FuseExport } | null = null;
+  readonly #turns = new Mutex();
   readonly stats = new FuseStats(FUSE_LATENCY_BUCKETS);
 
   constructor(
     private readonly volume: Volume,
     private readonly log: Logger,
+    private readonly workers: number | undefined,
   ) {}
 
-  async mount(mountpoint: string): Promise<{ file: string; pid: number }> {
+  mount(mountpoint: string): Promise<{ file: string; pid: number }> {
+    return this.#turns.run(() => this.#mount(mountpoint));
+  }
+
+  async #mount(mountpoint: string): Promise<{ file: string; pid: number }> {
     const current = this.#current;
     if (current !== null) {
       if (current.mountpoint !== mountpoint) throw new ControlError('FAILED_PRECONDITION', `the volume's FUSE file is already mounted on ${current.mountpoint}`);
       return { file: current.export.file, pid: process.pid };
     }
-    const exported = await mountFuseExport({ mountpoint, volume: this.volume, stats: this.stats, log: (msg, fields) => this.log.info(fields ?? {}, msg) });
+    const exported = await mountFuseExport({
+      mountpoint,
+      volume: this.volume,
+      stats: this.stats,
+      log: (msg, fields) => this.log.info(fields ?? {}, msg),
+      ...(this.workers === undefined ? {} : { workers: this.workers }),
+    });
     const entry = { mountpoint, export: exported };
     this.#current = entry;
     void exported.closed.then(() => {
@@ -87,8 +105,11 @@ class FuseMounts {
     this.#current?.export.resized();
   }
 
-  async close(): Promise<void> {
-    await this.#current?.export.close({ lazy: true });
+  /** Ends the export, after a mount still under way. */
+  close(): Promise<void> {
+    return this.#turns.run(async () => {
+      await this.#current?.export.close({ lazy: true });
+    });
   }
 }
 
@@ -109,7 +130,7 @@ export async function serveVolume(opts: ServeOptions): Promise<RunningServe> {
   io.register(registry, label, { connections: () => nbd.connections.size, inflight: () => nbd.inflight, accepted: () => nbd.stats.accepted });
   registerCollected(registry, Metric.checkpoints, () => [{ labels: { volume: label }, value: volume.checkpoints().length }]);
   let control: ControlServer | undefined;
-  const fuse = new FuseMounts(volume, log);
+  const fuse = new FuseMounts(volume, log, opts.fuseWorkers);
   registerFuseIo(registry, label, () => fuse.stats.snapshot());
   try {
     await nbd.listenUnix(opts.socket);

@@ -116,4 +116,27 @@ describe('flashcsi CLI', () => {
       t.cleanup();
     }
   });
+
+  test('--fuse-workers of serve and plugin: an integer from 1 to 64, refused otherwise before anything starts', () => {
+    const t = tempDir('cli-workers');
+    try {
+      const vol = path.join(t.dir, 'vol');
+      ok('volume', 'create', vol, '--size', '1M');
+      const serve = ['serve', vol, '--socket', path.join(t.dir, 'run', 'nbd.sock')];
+      const plugin = ['plugin', '--state-dir', path.join(t.dir, 'state'), '--endpoint', `unix://${path.join(t.dir, 'csi.sock')}`];
+      for (const bad of ['0', '65', '-1', '2.5', 'three', '0x10', '']) {
+        const message = `flashcsi: error: --fuse-workers must be an integer from 1 to 64, got ${JSON.stringify(bad)}`;
+        const want = new RegExp(`^${message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
+        fails(want, EX_USAGE, ...serve, '--fuse-workers', bad);
+        fails(want, EX_USAGE, ...plugin, '--fuse-workers', bad);
+      }
+      // Refused before the volume was opened or the plugin set up its state directory.
+      assert.equal(fs.existsSync(path.join(t.dir, 'run')), false);
+      assert.equal(fs.existsSync(path.join(t.dir, 'state')), false);
+      assert.match(ok('serve', '--help'), /--fuse-workers <n>[^]*\(default: "3"\)/);
+      assert.match(ok('plugin', '--help'), /--fuse-workers <n>[^]*\(default: "3"\)/);
+    } finally {
+      t.cleanup();
+    }
+  });
 });

@@ -10,7 +10,8 @@
  * - serve-fuse: serve is the FUSE file's server, so its FUSE mount died with it: r2 is reported
  *   abnormal, naming the dead server, and not restarted (a new serve cannot take over a dead mount).
  * Unpublish/unstage work for all three and leave no process or mount behind. A SIGTERM stop and
- * start first shows that a graceful stop leaves the data path alone too.
+ * start first shows that a graceful stop leaves the data path alone too. The plugin runs with
+ * --fuse-workers 2, which reaches every serve it starts.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -50,7 +51,7 @@ async function writeAndCheck(dir: string, name: string): Promise<void> {
 }
 
 for (const method of ['serve-fuse', 'nbdfuse'] as const) describe(`plugin restart (--attach ${method}): staged volumes are adopted`, () => {
-  const start = (dir: string): Promise<PluginProcess> => startPlugin(dir, { extraArgs: ['--attach', method] });
+  const start = (dir: string): Promise<PluginProcess> => startPlugin(dir, { extraArgs: ['--attach', method, '--fuse-workers', '2'] });
   let dir: string;
   let p: PluginProcess;
   const paths = new Map<string, { staging: string; target: string }>();
@@ -75,6 +76,9 @@ for (const method of ['serve-fuse', 'nbdfuse'] as const) describe(`plugin restar
 
   it('SIGTERM drains the plugin and exits 0; the data path keeps running', async () => {
     const rec = stageRecord(p, 'r1');
+    assert.ok(rec.serve !== null);
+    const args = readFileSync(`/proc/${rec.serve.process.pid}/cmdline`, 'utf8').split('\0');
+    assert.deepEqual(args.slice(args.indexOf('--fuse-workers'), args.indexOf('--fuse-workers') + 2), ['--fuse-workers', '2'], "serve got the plugin's --fuse-workers");
     assert.equal(await p.stop(), 0);
     assert.ok(rec.serve !== null && isProcessAlive(rec.serve.process), 'serve survives a graceful stop');
     assert.equal(rec.attachment?.method, method);

@@ -1,7 +1,7 @@
 /**
  * The serve launcher starts `flashcsi serve` with its thread pool sized in the environment (the
  * process cannot size it itself once the ES module loader has started the pool): the running
- * server has the variable and the threads.
+ * server has the variable and the threads. It passes on the plugin's --fuse-workers.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,9 +18,9 @@ describe('serve launcher', () => {
     assert.equal(serveEnvironment({}).UV_THREADPOOL_SIZE, String(SERVE_THREADPOOL_SIZE));
   });
 
-  test('starts flashcsi serve with its thread pool sized', async () => {
+  test('starts flashcsi serve with its thread pool sized and the --fuse-workers it was given', async () => {
     const { dir, cleanup } = tempDir('serve-launcher-');
-    const launcher = serveLauncher({ cli: BIN, logLevel: 'warn' });
+    const launcher = serveLauncher({ cli: BIN, logLevel: 'warn', fuseWorkers: 5 });
     try {
       const vol = await Volume.create(path.join(dir, 'vol'), { size: 1 << 20 });
       await vol.close();
@@ -38,6 +38,8 @@ describe('serve launcher', () => {
         assert.ok(environ.includes(`UV_THREADPOOL_SIZE=${SERVE_THREADPOOL_SIZE}`), 'serve got the pool size in its environment');
         // libuv starts every pool thread at once: the volume's open (recovery) has used the pool.
         assert.ok(readdirSync(`/proc/${pid}/task`).length > SERVE_THREADPOOL_SIZE, 'serve runs the sized pool');
+        const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        assert.deepEqual(args.slice(args.indexOf('--fuse-workers')), ['--fuse-workers', '5', ''], args.join(' '));
       } finally {
         await launcher.stop(served.process);
       }

@@ -134,6 +134,8 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
       ['node.updateStrategy.type=Sometimes', /updateStrategy/],
       ['logLevel=verbose', /logLevel/],
       ['node.attach=loop', /attach/],
+      ['node.fuseWorkers=0', /\/node\/fuseWorkers': minimum: got 0, want 1/],
+      ['node.fuseWorkers=65', /\/node\/fuseWorkers': maximum: got 65, want 64/],
     ];
     for (const [set, want] of cases) {
       const r = await renderChart([set]);
@@ -146,6 +148,13 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
     assert.equal(ok.code, 0, show(ok));
     const sc = find(parseManifests(ok.stdout), 'StorageClass', 'flashcsi');
     assert.equal((sc['parameters'] as Record<string, string>)['grainSize'], '131072');
+    // The edges of the FUSE worker range are accepted and reach the node plugin's args.
+    for (const n of [1, 64]) {
+      const workers = await renderChart([`node.fuseWorkers=${n}`]);
+      assert.equal(workers.code, 0, show(workers));
+      const args = container(podSpec(find(parseManifests(workers.stdout), 'DaemonSet', 'flashcsi-node')), 'flashcsi').args ?? [];
+      assert.ok(args.includes(`--fuse-workers=${n}`), args.join(' '));
+    }
   });
 
   it('values.schema.json closes every fixed-shape object; only maps and the affinity terms stay open', () => {
@@ -236,6 +245,7 @@ describe('helm chart charts/flashcsi', { timeout: 120_000 }, () => {
       '--metrics-address=:9808',
       '--log-level=info',
       '--attach=auto',
+      '--fuse-workers=3',
       '--registration-dir=/var/lib/kubelet/plugins_registry',
       '--kubelet-registration-path=/var/lib/kubelet/plugins/flashcsi.io/csi.sock',
     ]);
