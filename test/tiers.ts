@@ -36,6 +36,7 @@ export const TIERS: readonly Tier[] = [
       'test/engine/',
       'test/nbd/',
       'test/csi/',
+      'test/host/mountinfo.test.ts',
       'test/host/serve-process.test.ts',
       'test/fuse/wire.test.ts',
       'test/fuse/stats.test.ts',

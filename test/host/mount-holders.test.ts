@@ -1,0 +1,197 @@
+/**
+ * A loop device whose ext4 is still mounted in another mount namespace, for real. The holder is
+ * `unshare -m --propagation private sleep infinity`, started while the file system is mounted
+ * here, so it gets its own copy of the mount. Unmounting here does not reach that copy, so
+ * releaseLoop cannot finish and must name the holder (DeviceHeldError, BUSY). Once the holder is
+ * killed, or the command the message gives has been run, the device is released. A device held open
+ * by something other than a mount keeps the plain timeout.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { before, describe, it } from 'node:test';
+
+import { HostError } from '../../src/host/errors.js';
+import { releaseLoop } from '../../src/host/fuse-loop.js';
+import { loopBackingFile } from '../../src/host/loop.js';
+import { DeviceHeldError, findMountHolders } from '../../src/host/mount-holders.js';
+import { deviceMajMin, parseMountinfo } from '../../src/host/mounts.js';
+import { pollUntil } from '../../src/host/poll.js';
+import { MiB, run, runOk, tempDir } from '../nbd/helpers/fixture.js';
+
+/** A loop device over a fresh 32 MiB file in its own temp dir, with what it takes to clean up. */
+interface Loop {
+  readonly dir: string;
+  readonly file: string;
+  readonly device: string;
+}
+
+async function makeLoop(): Promise<Loop> {
+  const dir = await fsp.realpath(await tempDir('flashcsi-holders-'));
+  const file = path.join(dir, 'disk.img');
+  const fh = await fsp.open(file, 'w');
+  await fh.truncate(32 * MiB);
+  await fh.close();
+  const device = (await runOk('losetup', ['--find', '--show', file])).trim();
+  return { dir, file, device };
+}
+
+async function removeLoop(loop: Loop): Promise<void> {
+  if ((await loopBackingFile(loop.device)) === loop.file) await run('losetup', ['-d', loop.device]);
+  await fsp.rm(loop.dir, { recursive: true, force: true });
+}
+
+async function stopHolder(holder: ChildProcess): Promise<void> {
+  if (holder.exitCode !== null || holder.signalCode !== null) return;
+  const exited = once(holder, 'exit');
+  holder.kill('SIGKILL');
+  await exited;
+}
+
+/** mkfs.ext4 on `device`, mounted at a new directory `mnt`. */
+async function mountExt4(device: string, mnt: string): Promise<void> {
+  await runOk('mkfs.ext4', ['-q', device], { timeoutMs: 60_000 });
+  await fsp.mkdir(mnt);
+  await runOk('mount', [device, mnt]);
+}
+
+/** `unshare -m --propagation private sleep infinity`, once it holds a copy of `device`'s mount. */
+async function startHolder(device: string, ownNamespace: string): Promise<{ child: ChildProcess; pid: number; namespace: string }> {
+  const child = spawn('unshare', ['-m', '--propagation', 'private', 'sleep', 'infinity'], { stdio: 'ignore' });
+  const pid = child.pid;
+  if (pid === undefined) {
+    await once(child, 'error');
+    assert.fail('unshare did not start');
+  }
+  const majMin = await deviceMajMin(device);
+  try {
+    // Ready when it has its own namespace holding a copy of the mount and has become `sleep`.
+    const namespace = await pollUntil(
+      async () => {
+        const ns = await fsp.readlink(`/proc/${pid}/ns/mnt`);
+        if (ns === ownNamespace) return undefined;
+        const copied = parseMountinfo(await fsp.readFile(`/proc/${pid}/mountinfo`, 'utf8')).some((m) => m.majMin === majMin);
+        const comm = (await fsp.readFile(`/proc/${pid}/comm`, 'utf8')).trim();
+        return copied && comm === 'sleep' ? ns : undefined;
+      },
+      10_000,
+      'the holder to unshare its mount namespace and exec sleep',
+      { retryErrors: true, abortIf: () => (child.exitCode !== null || child.signalCode !== null ? 'unshare exited' : undefined) },
+    );
+    return { child, pid, namespace };
+  } catch (err) {
+    await stopHolder(child);
+    throw err;
+  }
+}
+
+describe('a loop device still mounted in another mount namespace', () => {
+  let ownNamespace: string;
+
+  before(async () => {
+    // Needs root, loop devices and the tools: fail loudly, never skip.
+    assert.equal(process.getuid?.(), 0, 'loop devices and mounts need root');
+    await fsp.access('/dev/loop-control').catch(() => assert.fail('/dev/loop-control is missing (no loop driver)'));
+    for (const t of ['losetup', 'mkfs.ext4', 'mount', 'umount', 'unshare', 'sleep']) {
+      assert.equal((await run('sh', ['-c', `command -v ${t}`])).code, 0, `${t} is not installed`);
+    }
+    ownNamespace = await fsp.readlink('/proc/self/ns/mnt');
+  });
+
+  it('releaseLoop names the holder, its namespace and the mount point (BUSY); once the holder is gone it releases', async (t) => {
+    const loop = await makeLoop();
+    const mnt = path.join(loop.dir, 'mnt dir'); // a space: mountinfo escapes it as \040
+    let mounted = false;
+    let holder: ChildProcess | undefined;
+    try {
+      await mountExt4(loop.device, mnt);
+      mounted = true;
+      // Mounted here only: our own namespace is never reported.
+      assert.ok((await findMountHolders(loop.device)).every((h) => h.namespace !== ownNamespace));
+
+      const { child, pid, namespace: holderNamespace } = await startHolder(loop.device, ownNamespace);
+      holder = child;
+
+      await runOk('umount', [mnt]);
+      mounted = false;
+      const err: unknown = await releaseLoop(loop.device, loop.file, 3_000).then(
+        () => assert.fail('releaseLoop finished although the file system is still mounted in the holder'),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof DeviceHeldError, `expected DeviceHeldError, got ${String(err)}`);
+      t.diagnostic(err.message);
+      assert.equal(err.code, 'BUSY');
+      assert.equal(err.device, loop.device);
+      assert.ok(err.cause instanceof HostError && err.cause.code === 'TIMEOUT', 'the timeout it explains is its cause');
+      const hold = err.holds.find((h) => h.namespace === holderNamespace);
+      assert.ok(hold !== undefined, `the holder's namespace ${holderNamespace} is named`);
+      assert.deepEqual(hold.processes, [{ pid, comm: 'sleep' }]);
+      assert.equal(hold.processCount, 1);
+      assert.deepEqual(hold.mountPoints, [mnt]);
+      assert.ok(err.holds.every((h) => h.namespace !== ownNamespace));
+      for (const part of [loop.device, holderNamespace, `pid ${pid} sleep`, `at ${mnt}`, `nsenter -t ${pid} -m umount -l '${mnt}'`]) {
+        assert.ok(err.message.includes(part), `the message names ${part}: ${err.message}`);
+      }
+
+      await stopHolder(child);
+      await releaseLoop(loop.device, loop.file, 10_000);
+      assert.equal(await loopBackingFile(loop.device), undefined, 'the loop device let go of its file');
+    } finally {
+      if (holder !== undefined) await stopHolder(holder);
+      if (mounted) await run('umount', ['-l', mnt]);
+      await removeLoop(loop);
+    }
+  });
+
+  it('the command the message gives, run as given, lets the device go while the holder lives on', async () => {
+    const loop = await makeLoop();
+    const mnt = path.join(loop.dir, 'mnt dir');
+    let mounted = false;
+    let holder: ChildProcess | undefined;
+    try {
+      await mountExt4(loop.device, mnt);
+      mounted = true;
+      const { child } = await startHolder(loop.device, ownNamespace);
+      holder = child;
+      await runOk('umount', [mnt]);
+      mounted = false;
+      const err: unknown = await releaseLoop(loop.device, loop.file, 1_000).then(
+        () => assert.fail('releaseLoop finished although the file system is still mounted in the holder'),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof DeviceHeldError, `expected DeviceHeldError, got ${String(err)}`);
+      const command = /nsenter -t \d+ -m umount -l (?:'[^']*'|\S+)/.exec(err.message)?.[0];
+      assert.ok(command !== undefined, `the message gives a command: ${err.message}`);
+      await runOk('sh', ['-c', command]);
+      await releaseLoop(loop.device, loop.file, 10_000);
+      assert.equal(await loopBackingFile(loop.device), undefined, 'the loop device let go of its file');
+      assert.ok(child.exitCode === null && child.signalCode === null, 'the holder still runs');
+    } finally {
+      if (holder !== undefined) await stopHolder(holder);
+      if (mounted) await run('umount', ['-l', mnt]);
+      await removeLoop(loop);
+    }
+  });
+
+  it('a device held open but mounted nowhere else keeps the plain timeout', async () => {
+    const loop = await makeLoop();
+    try {
+      const fh = await fsp.open(loop.device, 'r');
+      try {
+        await assert.rejects(
+          releaseLoop(loop.device, loop.file, 1_000),
+          (e: unknown) => e instanceof HostError && !(e instanceof DeviceHeldError) && e.code === 'TIMEOUT' && e.message.includes(`${loop.device} to release ${loop.file}`),
+        );
+      } finally {
+        await fh.close();
+      }
+      // losetup -d set autoclear: the last close lets go.
+      await releaseLoop(loop.device, loop.file, 10_000);
+      assert.equal(await loopBackingFile(loop.device), undefined);
+    } finally {
+      await removeLoop(loop);
+    }
+  });
+});
