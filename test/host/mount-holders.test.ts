@@ -100,7 +100,18 @@ describe('a loop device still mounted in another mount namespace', () => {
     ownNamespace = await fsp.readlink('/proc/self/ns/mnt');
   });
 
-  it('releaseLoop names the holder, its namespace and the mount point (BUSY); once the holder is gone it releases', async (t) => {
+  /** What a test gets: a loop device whose ext4 is unmounted here but still mounted in the holder, and releaseLoop's error. */
+  interface Held {
+    readonly loop: Loop;
+    readonly mnt: string;
+    readonly holder: ChildProcess;
+    readonly pid: number;
+    readonly namespace: string;
+    readonly err: DeviceHeldError;
+  }
+
+  /** Sets up a Held (releaseLoop waits `timeoutMs` for it), runs `body`, and cleans up whatever happened. */
+  async function withHeldLoop(timeoutMs: number, body: (held: Held) => Promise<void>): Promise<void> {
     const loop = await makeLoop();
     const mnt = path.join(loop.dir, 'mnt dir'); // a space: mountinfo escapes it as \040
     let mounted = false;
@@ -110,69 +121,54 @@ describe('a loop device still mounted in another mount namespace', () => {
       mounted = true;
       // Mounted here only: our own namespace is never reported.
       assert.ok((await findMountHolders(loop.device)).every((h) => h.namespace !== ownNamespace));
-
-      const { child, pid, namespace: holderNamespace } = await startHolder(loop.device, ownNamespace);
-      holder = child;
-
+      const started = await startHolder(loop.device, ownNamespace);
+      holder = started.child;
       await runOk('umount', [mnt]);
       mounted = false;
-      const err: unknown = await releaseLoop(loop.device, loop.file, 3_000).then(
+      const err: unknown = await releaseLoop(loop.device, loop.file, timeoutMs).then(
         () => assert.fail('releaseLoop finished although the file system is still mounted in the holder'),
         (e: unknown) => e,
       );
       assert.ok(err instanceof DeviceHeldError, `expected DeviceHeldError, got ${String(err)}`);
-      t.diagnostic(err.message);
-      assert.equal(err.code, 'BUSY');
-      assert.equal(err.device, loop.device);
-      assert.ok(err.cause instanceof HostError && err.cause.code === 'TIMEOUT', 'the timeout it explains is its cause');
-      const hold = err.holds.find((h) => h.namespace === holderNamespace);
-      assert.ok(hold !== undefined, `the holder's namespace ${holderNamespace} is named`);
-      assert.deepEqual(hold.processes, [{ pid, comm: 'sleep' }]);
-      assert.equal(hold.processCount, 1);
-      assert.deepEqual(hold.mountPoints, [mnt]);
-      assert.ok(err.holds.every((h) => h.namespace !== ownNamespace));
-      for (const part of [loop.device, holderNamespace, `pid ${pid} sleep`, `at ${mnt}`, `nsenter -t ${pid} -m umount -l '${mnt}'`]) {
-        assert.ok(err.message.includes(part), `the message names ${part}: ${err.message}`);
-      }
-
-      await stopHolder(child);
-      await releaseLoop(loop.device, loop.file, 10_000);
-      assert.equal(await loopBackingFile(loop.device), undefined, 'the loop device let go of its file');
+      await body({ loop, mnt, holder: started.child, pid: started.pid, namespace: started.namespace, err });
     } finally {
       if (holder !== undefined) await stopHolder(holder);
       if (mounted) await run('umount', ['-l', mnt]);
       await removeLoop(loop);
     }
+  }
+
+  it('releaseLoop names the holder, its namespace and the mount point (BUSY); once the holder is gone it releases', async (t) => {
+    await withHeldLoop(3_000, async ({ loop, mnt, holder, pid, namespace, err }) => {
+      t.diagnostic(err.message);
+      assert.equal(err.code, 'BUSY');
+      assert.equal(err.device, loop.device);
+      assert.ok(err.cause instanceof HostError && err.cause.code === 'TIMEOUT', 'the timeout it explains is its cause');
+      const hold = err.holds.find((h) => h.namespace === namespace);
+      assert.ok(hold !== undefined, `the holder's namespace ${namespace} is named`);
+      assert.deepEqual(hold.processes, [{ pid, comm: 'sleep' }]);
+      assert.equal(hold.processCount, 1);
+      assert.deepEqual(hold.mountPoints, [mnt]);
+      assert.ok(err.holds.every((h) => h.namespace !== ownNamespace));
+      for (const part of [loop.device, namespace, `pid ${pid} sleep`, `at ${mnt}`, `nsenter -t ${pid} -m umount -l '${mnt}'`]) {
+        assert.ok(err.message.includes(part), `the message names ${part}: ${err.message}`);
+      }
+
+      await stopHolder(holder);
+      await releaseLoop(loop.device, loop.file, 10_000);
+      assert.equal(await loopBackingFile(loop.device), undefined, 'the loop device let go of its file');
+    });
   });
 
   it('the command the message gives, run as given, lets the device go while the holder lives on', async () => {
-    const loop = await makeLoop();
-    const mnt = path.join(loop.dir, 'mnt dir');
-    let mounted = false;
-    let holder: ChildProcess | undefined;
-    try {
-      await mountExt4(loop.device, mnt);
-      mounted = true;
-      const { child } = await startHolder(loop.device, ownNamespace);
-      holder = child;
-      await runOk('umount', [mnt]);
-      mounted = false;
-      const err: unknown = await releaseLoop(loop.device, loop.file, 1_000).then(
-        () => assert.fail('releaseLoop finished although the file system is still mounted in the holder'),
-        (e: unknown) => e,
-      );
-      assert.ok(err instanceof DeviceHeldError, `expected DeviceHeldError, got ${String(err)}`);
+    await withHeldLoop(1_000, async ({ loop, holder, err }) => {
       const command = /nsenter -t \d+ -m umount -l (?:'[^']*'|\S+)/.exec(err.message)?.[0];
       assert.ok(command !== undefined, `the message gives a command: ${err.message}`);
       await runOk('sh', ['-c', command]);
       await releaseLoop(loop.device, loop.file, 10_000);
       assert.equal(await loopBackingFile(loop.device), undefined, 'the loop device let go of its file');
-      assert.ok(child.exitCode === null && child.signalCode === null, 'the holder still runs');
-    } finally {
-      if (holder !== undefined) await stopHolder(holder);
-      if (mounted) await run('umount', ['-l', mnt]);
-      await removeLoop(loop);
-    }
+      assert.ok(holder.exitCode === null && holder.signalCode === null, 'the holder still runs');
+    });
   });
 
   it('a device held open but mounted nowhere else keeps the plain timeout', async () => {
