@@ -65,6 +65,7 @@ export const TIERS: readonly Tier[] = [
       'test/csi/restart.test.ts',
       'test/csi/group-snapshot.test.ts',
       'test/csi/snapshot-metadata.test.ts',
+      'test/csi/unstage-held.test.ts',
       'test/metrics/plugin.test.ts',
     ],
   },

@@ -7,8 +7,7 @@
  * by something other than a mount keeps the plain timeout.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
@@ -17,9 +16,8 @@ import { HostError } from '../../src/host/errors.js';
 import { releaseLoop } from '../../src/host/fuse-loop.js';
 import { loopBackingFile } from '../../src/host/loop.js';
 import { DeviceHeldError, findMountHolders } from '../../src/host/mount-holders.js';
-import { deviceMajMin, parseMountinfo } from '../../src/host/mounts.js';
-import { pollUntil } from '../../src/host/poll.js';
 import { MiB, run, runOk, tempDir } from '../nbd/helpers/fixture.js';
+import { startHolder, stopHolder } from './holder.js';
 
 /** A loop device over a fresh 32 MiB file in its own temp dir, with what it takes to clean up. */
 interface Loop {
@@ -43,48 +41,11 @@ async function removeLoop(loop: Loop): Promise<void> {
   await fsp.rm(loop.dir, { recursive: true, force: true });
 }
 
-async function stopHolder(holder: ChildProcess): Promise<void> {
-  if (holder.exitCode !== null || holder.signalCode !== null) return;
-  const exited = once(holder, 'exit');
-  holder.kill('SIGKILL');
-  await exited;
-}
-
 /** mkfs.ext4 on `device`, mounted at a new directory `mnt`. */
 async function mountExt4(device: string, mnt: string): Promise<void> {
   await runOk('mkfs.ext4', ['-q', device], { timeoutMs: 60_000 });
   await fsp.mkdir(mnt);
   await runOk('mount', [device, mnt]);
-}
-
-/** `unshare -m --propagation private sleep infinity`, once it holds a copy of `device`'s mount. */
-async function startHolder(device: string, ownNamespace: string): Promise<{ child: ChildProcess; pid: number; namespace: string }> {
-  const child = spawn('unshare', ['-m', '--propagation', 'private', 'sleep', 'infinity'], { stdio: 'ignore' });
-  const pid = child.pid;
-  if (pid === undefined) {
-    await once(child, 'error');
-    assert.fail('unshare did not start');
-  }
-  const majMin = await deviceMajMin(device);
-  try {
-    // Ready when it has its own namespace holding a copy of the mount and has become `sleep`.
-    const namespace = await pollUntil(
-      async () => {
-        const ns = await fsp.readlink(`/proc/${pid}/ns/mnt`);
-        if (ns === ownNamespace) return undefined;
-        const copied = parseMountinfo(await fsp.readFile(`/proc/${pid}/mountinfo`, 'utf8')).some((m) => m.majMin === majMin);
-        const comm = (await fsp.readFile(`/proc/${pid}/comm`, 'utf8')).trim();
-        return copied && comm === 'sleep' ? ns : undefined;
-      },
-      10_000,
-      'the holder to unshare its mount namespace and exec sleep',
-      { retryErrors: true, abortIf: () => (child.exitCode !== null || child.signalCode !== null ? 'unshare exited' : undefined) },
-    );
-    return { child, pid, namespace };
-  } catch (err) {
-    await stopHolder(child);
-    throw err;
-  }
 }
 
 describe('a loop device still mounted in another mount namespace', () => {
@@ -121,7 +82,7 @@ describe('a loop device still mounted in another mount namespace', () => {
       mounted = true;
       // Mounted here only: our own namespace is never reported.
       assert.ok((await findMountHolders(loop.device)).every((h) => h.namespace !== ownNamespace));
-      const started = await startHolder(loop.device, ownNamespace);
+      const started = await startHolder(loop.device);
       holder = started.child;
       await runOk('umount', [mnt]);
       mounted = false;
