@@ -12,6 +12,7 @@ import type { AttachOptions, AttachmentRecord } from './attachment.js';
 import { CommandError, HostError } from './errors.js';
 import { run } from './exec.js';
 import { loopBackingFile } from './loop.js';
+import { explainDeviceWait } from './mount-holders.js';
 import { isMountPoint } from './mounts.js';
 import { isProcessAlive } from './process.js';
 import { pollUntil } from './poll.js';
@@ -52,7 +53,10 @@ async function loopBoundTo(device: string, file: string): Promise<boolean> {
   return backing !== undefined && (backing === file || backing.startsWith(`${file} `));
 }
 
-/** `losetup -d` if the device is still bound to `file`, then waits until it has let go of it. */
+/**
+ * `losetup -d` if the device is still bound to `file`, then waits until it has let go of it; a
+ * DeviceHeldError (BUSY) if it did not because its file system is mounted in another mount namespace.
+ */
 export async function releaseLoop(device: string, file: string, timeoutMs: number): Promise<void> {
   if (!(await loopBoundTo(device, file))) return;
   await run('losetup', ['-d', device], timeoutMs).catch(async (err: unknown) => {
@@ -60,7 +64,8 @@ export async function releaseLoop(device: string, file: string, timeoutMs: numbe
     if (await loopBoundTo(device, file)) throw err;
   });
   // The loop device releases the FUSE file asynchronously; unmounting fails (EBUSY) until then.
-  await pollUntil(async () => !(await loopBoundTo(device, file)), timeoutMs, `${device} to release ${file}`);
+  // It never does while a copy of its file system is mounted in another mount namespace: say which.
+  await pollUntil(async () => !(await loopBoundTo(device, file)), timeoutMs, `${device} to release ${file}`).catch((err: unknown) => explainDeviceWait(device, err));
 }
 
 /**

@@ -28,6 +28,7 @@ import { TransmissionFlag } from '../nbd/protocol.js';
 import { DEFAULT_ATTACH_TIMEOUT_MS, type AttachOptions, type Attachment } from './attachment.js';
 import { blockDeviceSectors, sysBlockFile } from './block.js';
 import { HostError } from './errors.js';
+import { explainDeviceWait } from './mount-holders.js';
 import { assertNotMounted } from './mounts.js';
 import { NbdNetlink } from './nbd-netlink.js';
 import { pollUntil } from './poll.js';
@@ -156,13 +157,18 @@ export async function reconnectKernelDevice(dev: KernelDevice, address: NbdAddre
   withNetlink((nl) => withHandedOver(sockets, (fds) => nl.reconfigure({ index: dev.index, fds, identifier: dev.identifier })));
 }
 
-/** Disconnects the device and waits until it shows size 0. Idempotent. */
+/**
+ * Disconnects the device and waits until it shows size 0. Idempotent. A DeviceHeldError (BUSY) if it
+ * does not because its file system is mounted in another mount namespace.
+ */
 export async function detachKernelDevice(device: string, timeoutMs = DEFAULT_ATTACH_TIMEOUT_MS): Promise<void> {
   const index = nbdIndex(device);
   withNetlink((nl) => {
     if (nl.isConfigured(index)) nl.disconnect(index);
   });
-  await pollUntil(async () => (await blockDeviceSectors(device)) === 0, timeoutMs, `${device} to detach`);
+  // The size drops to 0 when the last opener lets go of the configuration: never while a copy of its file system is
+  // mounted in another mount namespace (say which).
+  await pollUntil(async () => (await blockDeviceSectors(device)) === 0, timeoutMs, `${device} to detach`).catch((err: unknown) => explainDeviceWait(device, err));
 }
 
 /** The identifier a device was attached with (/sys/block/nbdN/backend), '' if none. */

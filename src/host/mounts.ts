@@ -19,9 +19,11 @@ function unescapeMountPath(p: string): string {
   return p.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
 
-/** The mount table of this mount namespace. */
-export async function readMounts(): Promise<MountEntry[]> {
-  const info = await fsp.readFile('/proc/self/mountinfo', 'utf8');
+/**
+ * Parses a mountinfo file (proc(5)): mount id, parent id, major:minor, root, mount point, options,
+ * optional fields up to a lone `-`, then fs type, source and super options.
+ */
+export function parseMountinfo(info: string): MountEntry[] {
   const out: MountEntry[] = [];
   for (const line of info.split('\n')) {
     const fields = line.split(' ');
@@ -37,6 +39,11 @@ export async function readMounts(): Promise<MountEntry[]> {
     });
   }
   return out;
+}
+
+/** The mount table of this mount namespace. */
+export async function readMounts(): Promise<MountEntry[]> {
+  return parseMountinfo(await fsp.readFile('/proc/self/mountinfo', 'utf8'));
 }
 
 /** Whether something is mounted at `p` (exactly that path). */
