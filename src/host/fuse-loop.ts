@@ -7,6 +7,7 @@
  */
 import path from 'node:path';
 import { promises as fsp } from 'node:fs';
+import { DISK_NAME } from '../fuse/channel.js';
 import { ensurePrivateDir } from '../nbd/server.js';
 import type { AttachOptions, AttachmentRecord } from './attachment.js';
 import { CommandError, HostError } from './errors.js';
@@ -22,8 +23,8 @@ export type FuseDetails = NonNullable<AttachmentRecord['fuse']>;
 
 /** The FUSE mountpoint in an attachment's work dir (also what start-up adoption looks for). */
 export const FUSE_MOUNT_DIR = 'fuse';
-/** The one file a FUSE attachment shows in its mountpoint. */
-export const FUSE_FILE_NAME = 'disk';
+/** The one file a FUSE attachment shows in its mountpoint: serve's export names it so, and nbdfuse is given the same name. */
+export const FUSE_FILE_NAME = DISK_NAME;
 
 /** Checks the options and makes the work dir (0700) and its FUSE mountpoint; returns the mountpoint. */
 export async function prepareFuseMountpoint(opts: AttachOptions): Promise<string> {
