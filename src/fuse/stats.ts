@@ -37,6 +37,11 @@ const BYTES = 3;
 const NANOS = 4;
 const BUCKETS = 5;
 
+/** Slots per operation with `bounds` latency bounds: the counts above, a bucket per bound, one above them all. */
+function strideFor(bounds: readonly number[]): number {
+  return BUCKETS + bounds.length + 1;
+}
+
 /** One operation's counts, as plain numbers. */
 export interface FuseOpStats {
   readonly op: FuseStatOp;
@@ -81,7 +86,7 @@ export class FuseCounter {
   private readonly stride: number;
 
   constructor(private readonly handle: FuseStatsHandle) {
-    this.stride = BUCKETS + handle.boundsNs.length + 1;
+    this.stride = strideFor(handle.boundsNs);
     this.slots = new BigInt64Array(handle.shared);
   }
 
@@ -113,7 +118,7 @@ export class FuseStats {
 
   /** `bounds`: latency bucket upper bounds in seconds, ascending. */
   constructor(readonly bounds: readonly number[]) {
-    this.stride = BUCKETS + bounds.length + 1;
+    this.stride = strideFor(bounds);
     const shared = new SharedArrayBuffer(FUSE_STAT_OPS.length * this.stride * BigInt64Array.BYTES_PER_ELEMENT);
     this.handle = { shared, boundsNs: bounds.map((s) => Math.round(s * 1e9)) };
     this.slots = new BigInt64Array(shared);

@@ -4,6 +4,11 @@ import { CommandError } from './errors.js';
 
 const DEFAULT_TIMEOUT_MS = 120_000;
 
+/** `word` as one POSIX shell word, quoted only when it must be (for a command line shown to an operator or given to sh). */
+export function shellQuote(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
 export interface CommandOutput {
   readonly stdout: string;
   readonly stderr: string;

@@ -23,6 +23,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { HostError } from './errors.js';
+import { shellQuote } from './exec.js';
 import { deviceMajMin, parseMountinfo } from './mounts.js';
 
 /** A process in a namespace that holds the device. */
@@ -108,11 +109,6 @@ async function namedProcesses(pids: readonly number[]): Promise<HolderProcess[]>
   return out;
 }
 
-/** `p` as one shell word. */
-function shellWord(p: string): string {
-  return /^[\w@%+=:,./-]+$/.test(p) ? p : `'${p.replace(/'/g, `'\\''`)}'`;
-}
-
 function describeHold(hold: NamespaceHold): string {
   const named = hold.processes.map((p) => `pid ${p.pid} ${p.comm}`).join(', ');
   const rest = hold.processCount - hold.processes.length;
@@ -128,7 +124,7 @@ export function describeHolds(device: string, holds: readonly NamespaceHold[]): 
   if (first === undefined || pid === undefined || mountPoint === undefined) return `${device} is still in use`;
   const n = holds.length;
   const single = n === 1 && first.mountPoints.length === 1;
-  const command = `nsenter -t ${pid} -m umount -l ${shellWord(mountPoint)}`;
+  const command = `nsenter -t ${pid} -m umount -l ${shellQuote(mountPoint)}`;
   return (
     `${device} is still in use: its file system is still mounted in ${n} other mount namespace${n === 1 ? '' : 's'} ` +
     `(${holds.map(describeHold).join('; ')}); a process that unshared its mount namespace with private propagation keeps a copy; ` +

@@ -19,6 +19,7 @@ import path from 'node:path';
 import * as readline from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { shellQuote } from '../../src/host/exec.js';
 
 /** The repository root (this file runs as dist/test/kernel/guest.js). */
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -258,9 +259,4 @@ export class Guest {
     await gone;
     clearTimeout(timer);
   }
-}
-
-/** Quotes a word for busybox sh. */
-export function shellQuote(word: string): string {
-  return /^[A-Za-z0-9_./:=@%+-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }

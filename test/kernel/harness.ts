@@ -15,7 +15,8 @@ import { after, before } from 'node:test';
 
 import { Volume } from '../../src/engine/index.js';
 import { pollUntil } from '../../src/host/poll.js';
-import { Guest, REPO, shellQuote } from './guest.js';
+import { shellQuote } from '../../src/host/exec.js';
+import { Guest, REPO } from './guest.js';
 
 export const MiB = 1024 * 1024;
 const CLI = path.join(REPO, 'dist', 'cmd', 'flashcsi.js');
